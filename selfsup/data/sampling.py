@@ -1,0 +1,94 @@
+"""Deterministic, distributed, resumable batch sampling.
+
+Every sample is addressed by a ``SampleKey(index, epoch, batch, rank)``. The order of an epoch is
+``torch.DistributedSampler``'s (``randperm`` seeded with ``seed + epoch``, padded to a multiple of
+the world size, rank ``r`` takes every ``world``-th index), so a one-process run sees exactly the
+order the official I-JEPA loader sees. The keys travel with the samples to the collator, which seeds
+the mask sampler from them, and to the dataset, which seeds the augmentation of each sample from
+``(seed, epoch, index)``: data order, augmentations and masks are the same for any number of
+workers, and after a resume in the middle of an epoch (``resume_at``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import Sampler
+
+
+class SampleKey(NamedTuple):
+    index: int  # index into the dataset
+    epoch: int
+    batch: int  # batch number within the epoch, on this rank
+    rank: int
+
+
+class ResumableBatchSampler(Sampler[list[SampleKey]]):
+    """Batches of ``SampleKey`` for one rank; ``len()`` is always the full epoch."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if num_samples <= 0:
+            raise ValueError("the dataset is empty")
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+        per_rank = -(-num_samples // world_size)
+        if drop_last and per_rank < batch_size:
+            raise ValueError(
+                f"data.batch_size={batch_size} is larger than the {per_rank} samples each of the "
+                f"{world_size} process(es) gets per epoch; lower data.batch_size or add data"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def sampler(self) -> ResumableBatchSampler:
+        """Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` each epoch: that is us."""
+        return self
+
+    def resume_at(self, epoch: int, batch: int) -> None:
+        """Start ``epoch`` at batch ``batch`` (the first batch not yet trained)."""
+        self._resume = (epoch, batch)
+
+    def rank_indices(self, epoch: int) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + epoch)
+            indices = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            indices = list(range(self.num_samples))
+        total = -(-self.num_samples // self.world_size) * self.world_size
+        padding = total - len(indices)
+        indices += (indices * (padding // len(indices) + 1))[:padding]
+        return indices[self.rank : total : self.world_size]
+
+    def __len__(self) -> int:
+        per_rank = -(-self.num_samples // self.world_size)
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+    def __iter__(self):
+        epoch = self.epoch
+        start = self._resume[1] if self._resume and self._resume[0] == epoch else 0
+        indices = self.rank_indices(epoch)
+        for b in range(start, len(self)):
+            chunk = indices[b * self.batch_size : (b + 1) * self.batch_size]
+            yield [SampleKey(i, epoch, b, self.rank) for i in chunk]

@@ -1,0 +1,36 @@
+"""Shared test helpers: running the real CLI in a subprocess with outputs in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "tools" / "train.py"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    env.pop("WANDB_API_KEY", None)
+    for key in [k for k in env if k.startswith("SLURM_")]:
+        env.pop(key)  # a test run inside an allocation must not look like a SLURM job
+    env.update(extra)
+    return env
+
+
+def run_train(args: list[str], output_dir: Path, timeout: float = 900, check: bool = True, **env: str):
+    """``python tools/train.py <args> paths.output_dir=<output_dir>``; returns the CompletedProcess."""
+    cmd = [sys.executable, str(TRAIN), *args, f"paths.output_dir={output_dir}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def summary_of(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if line.startswith("done in ")]
+    assert lines, f"no summary line in:\n{stdout[-3000:]}"
+    return lines[-1]

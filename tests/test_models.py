@@ -1,0 +1,141 @@
+"""Backbone, position embedding, predictor: exact layout, shapes, and official-checkpoint loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.layers import resample_abs_pos_embed
+
+from selfsup.models.pos_embed import sincos_2d
+from selfsup.models.predictor import JEPAPredictor
+from selfsup.models.vit import VIT_SIZES, JEPAViT, vit
+from selfsup.training.checkpoint import CheckpointError, load_strict, read_official_ijepa
+from selfsup.reference.ijepa import RefPredictor, RefViT, spec_sincos
+
+
+@pytest.mark.parametrize("dim,grid", [(192, 14), (384, 16), (64, 4), (1280, 16)])
+def test_sincos_equals_spec_formula_element_for_element(dim, grid):
+    ours = sincos_2d(dim, (grid, grid))
+    ref = torch.from_numpy(spec_sincos(dim, grid)).float()
+    assert torch.equal(ours, ref)
+
+
+def test_sincos_order_first_half_is_column():
+    emb = sincos_2d(8, (3, 3))
+    # token (row 0, col 1) and (row 1, col 0): the first half must differ only for the column change
+    assert not torch.allclose(emb[1, :4], emb[0, :4]) and torch.allclose(emb[1, 4:], emb[0, 4:])
+    assert torch.allclose(emb[3, :4], emb[0, :4]) and not torch.allclose(emb[3, 4:], emb[0, 4:])
+
+
+def test_sincos_interpolation_matches_bicubic_resampling_of_the_table():
+    base = sincos_2d(64, (14, 14))[None]
+    exact = sincos_2d(64, (28, 28), base_grid=(14, 14))[None]
+    resampled = resample_abs_pos_embed(base, new_size=(28, 28), old_size=(14, 14), num_prefix_tokens=0)
+    # the low-frequency channels (slowly varying, well sampled by the table) agree closely
+    low = [c for c in range(64) if c % 16 >= 12]  # highest index within each sin/cos block = lowest frequency
+    assert torch.allclose(exact[..., low], resampled[..., low], atol=2e-3)
+    assert torch.equal(sincos_2d(64, (14, 14), base_grid=(14, 14)), base[0])
+
+
+@pytest.mark.parametrize(
+    "img,patch,size",
+    [(64, 8, "tiny"), (96, 16, "tiny"), (224, 16, "tiny"), ((64, 96), 16, "tiny"), (112, 14, "small")],
+)
+def test_vit_shapes_full_and_masked(img, patch, size):
+    model = vit(size, img_size=img, patch_size=patch)
+    h, w = (img, img) if isinstance(img, int) else img
+    x = torch.randn(2, 3, h, w)
+    n = (h // patch) * (w // patch)
+    tokens = model.forward_tokens(x)
+    assert tokens.shape == (2, n, VIT_SIZES[size][0])
+    masks = [torch.stack([torch.arange(0, n, 2), torch.arange(1, n, 2)])]
+    assert model.forward_tokens(x, masks).shape == (2, n // 2, VIT_SIZES[size][0])
+    assert model(x).shape == (2, VIT_SIZES[size][0])  # timm forward: average-pooled
+
+
+def test_vit_other_resolution_uses_interpolated_sincos():
+    model = JEPAViT(img_size=64, patch_size=16, embed_dim=64, depth=1, num_heads=2)
+    out = model.forward_tokens(torch.randn(1, 3, 128, 96))
+    assert out.shape == (1, 8 * 6, 64)
+    assert torch.equal(model.pos_embed_for((8, 6))[0], sincos_2d(64, (8, 6), base_grid=(4, 4)))
+
+
+def test_vit_rejects_sizes_not_divisible_by_patch():
+    with pytest.raises(ValueError, match="not a multiple of backbone.patch_size"):
+        JEPAViT(img_size=100, patch_size=16, embed_dim=64, depth=1, num_heads=2)
+    model = JEPAViT(img_size=64, patch_size=16, embed_dim=64, depth=1, num_heads=2)
+    with pytest.raises(ValueError, match="not a multiple of the patch size 16"):
+        model.forward_tokens(torch.randn(1, 3, 70, 64))
+
+
+def test_vit_uses_fused_attention_and_frozen_pos_embed():
+    model = vit("tiny", img_size=32, patch_size=16)
+    assert all(blk.attn.fused_attn for blk in model.blocks)
+    assert not model.pos_embed.requires_grad
+    assert model.cls_token is None and model.global_pool == "avg"
+
+
+def test_official_init_statistics():
+    torch.manual_seed(0)
+    model = vit("base", img_size=32, patch_size=16)
+    w = model.blocks[11].attn.proj.weight
+    assert abs(w.std().item() - 0.02) < 1e-3  # the official effective init: no depth rescale
+    assert torch.all(model.blocks[0].attn.qkv.bias == 0) and torch.all(model.norm.weight == 1)
+    rescaled = vit("base", img_size=32, patch_size=16, depth_rescale_init=True)
+    assert abs(rescaled.blocks[11].attn.proj.weight.std().item() - 0.02 / (24**0.5)) < 3e-4
+
+
+def _official_checkpoint(tmp_path, img=32, patch=8, dim=48, depth=2, heads=3, pdim=24, pdepth=2):
+    torch.manual_seed(1)
+    grid = img // patch
+    enc, tgt = RefViT(img, patch, dim, depth, heads), RefViT(img, patch, dim, depth, heads)
+    pred = RefPredictor(grid, dim, pdim, pdepth, heads)
+    for m in (enc, tgt, pred):
+        for p in m.parameters():
+            if p.requires_grad:
+                p.data.normal_(0, 0.05)
+    ckpt = {
+        name: {f"module.{k}": v for k, v in m.state_dict().items()}
+        for name, m in (("encoder", enc), ("target_encoder", tgt), ("predictor", pred))
+    }
+    ckpt.update(opt={}, scaler=None, epoch=300, loss=0.1, batch_size=128, world_size=16, lr=1e-3)
+    path = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
+    torch.save(ckpt, path)
+    return path, enc, tgt, pred
+
+
+def test_official_checkpoint_loads_strictly_and_gives_the_same_features(tmp_path):
+    path, ref_enc, ref_tgt, ref_pred = _official_checkpoint(tmp_path)
+    states = read_official_ijepa(path)
+    ours = JEPAViT(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+    load_strict(ours, states["target_encoder"], "target_encoder")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(ours.forward_tokens(x), ref_tgt(x), atol=1e-5, rtol=1e-5)
+    masks = [torch.tensor([[0, 3, 5, 9], [1, 2, 7, 15]])]
+    load_strict(ours, states["encoder"], "encoder")
+    torch.testing.assert_close(ours.forward_tokens(x, masks), ref_enc(x, masks), atol=1e-5, rtol=1e-5)
+
+    pred = JEPAPredictor(embed_dim=48, predictor_embed_dim=24, depth=2, num_heads=3, img_size=32, patch_size=8)
+    load_strict(pred, states["predictor"], "predictor")
+    z = ours.forward_tokens(x, masks)
+    targets = [torch.tensor([[4, 6], [8, 11]]), torch.tensor([[12, 13], [14, 0]])]
+    torch.testing.assert_close(pred(z, masks, targets), ref_pred(z, masks, targets), atol=1e-5, rtol=1e-5)
+
+
+def test_mismatched_checkpoint_lists_the_keys(tmp_path):
+    path, *_ = _official_checkpoint(tmp_path)
+    states = read_official_ijepa(path)
+    wrong = JEPAViT(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3)
+    with pytest.raises(CheckpointError, match=r"missing keys \(12\): blocks\.2\.") as err:
+        load_strict(wrong, states["encoder"], "encoder")
+    assert "check the backbone size" in str(err.value)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_strict(JEPAViT(img_size=32, patch_size=8, embed_dim=96, depth=2, num_heads=3), states["encoder"], "encoder")
+
+
+def test_predictor_shapes_multi_block():
+    pred = JEPAPredictor(embed_dim=64, predictor_embed_dim=32, depth=1, num_heads=2, img_size=64, patch_size=16)
+    x = torch.randn(3, 5, 64)
+    masks_x = [torch.randint(0, 16, (3, 5))]
+    masks = [torch.randint(0, 16, (3, 4)) for _ in range(4)]
+    assert pred(x, masks_x, masks).shape == (12, 4, 64)

@@ -1,0 +1,102 @@
+"""The pretraining entry point as a user runs it: summary, artefacts, errors, NaN stop, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import timm
+import torch
+
+from selfsup.run import find_resume_checkpoint
+from selfsup.training.checkpoint import read_checkpoint
+from selfsup.training.export import load_encoder
+from tests.helpers import ROOT, TRAIN, cli_env, run_train, summary_of
+
+FAST = ["experiment=ijepa", "debug=fast"]
+
+
+def test_fast_run_writes_checkpoint_backbones_logs_and_summary(tmp_path):
+    proc = run_train([*FAST, "run_name=smoke"], tmp_path)
+    line = summary_of(proc.stdout)
+    run_dir = tmp_path / "ijepa" / "smoke"
+    assert f"checkpoint: {run_dir}/checkpoints/last.ckpt" in line
+    assert "train/loss=" in line and "csv logs:" in line and f"config: {run_dir}/config.yaml" in line
+    assert (run_dir / "config.yaml").exists() and (run_dir / "csv" / "metrics.csv").exists()
+
+    ckpt = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 3 and ckpt["config"]["task_name"] == "ijepa"
+    assert ckpt["ImageDataModule"] == {"epoch": 0, "next_batch": 3}  # the data position, for mid-epoch resume
+
+    # the backbone-only file is a timm state dict: timm builds the same model and gives the same features
+    state, meta = load_encoder(run_dir / "checkpoints" / "last.target_encoder.safetensors")
+    assert meta["encoder"] == "target_encoder"
+    model = timm.models.vision_transformer.VisionTransformer(**json.loads(meta["timm_kwargs"]))
+    model.load_state_dict(state, strict=True)
+    ours = {k.removeprefix("objective.target_encoder."): v for k, v in ckpt["state_dict"].items() if k.startswith("objective.target_encoder.")}
+    assert set(ours) == set(state) and all(torch.equal(ours[k], state[k]) for k in state)
+
+
+def test_unknown_override_exits_with_the_valid_keys(tmp_path):
+    proc = run_train([*FAST, "backbone.dept=3"], tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "unknown config key 'backbone.dept'" in proc.stderr and "did you mean 'depth'" in proc.stderr
+
+
+def test_missing_dataset_root_is_actionable(tmp_path):
+    proc = run_train([*FAST, "data=imagefolder", f"data.root={tmp_path}/nowhere"], tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "does not exist" in proc.stderr + proc.stdout and "data=embedded" in proc.stderr + proc.stdout
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    proc = run_train(
+        [*FAST, "run_name=nan", "schedule.start_lr=1e30", "schedule.ref_lr=1e30", "schedule.warmup_epochs=0",
+         "trainer.limit_train_batches=4", "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.every_n_epochs=null"],
+        tmp_path, check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "the loss became" in out and "Last good checkpoint" in out
+    ckpt = read_checkpoint(tmp_path / "ijepa" / "nan" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] >= 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def _final_state(run_dir):
+    return read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL])
+def test_killed_mid_epoch_and_resumed_ends_bit_identical(tmp_path, sig):
+    common = [
+        "experiment=ijepa", "data.num_workers=0", "data.persistent_workers=false", "trainer.max_epochs=2",
+        "trainer.limit_val_batches=0", "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.every_n_epochs=null",
+        "callbacks.model_checkpoint.export_backbones=false", "trainer.limit_train_batches=6",
+        "backbone.depth=2", "predictor.depth=1", "data.batch_size=16",
+    ]
+    run_train([*common, "run_name=straight"], tmp_path)
+    straight = _final_state(tmp_path / "ijepa" / "straight")
+
+    cmd = [sys.executable, str(TRAIN), *common, "run_name=killed", f"paths.output_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_dir = tmp_path / "ijepa" / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(ckpt_dir.glob("*step0000004.ckpt")):
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    proc.wait()
+    interrupted = read_checkpoint(find_resume_checkpoint(ckpt_dir.parent))["global_step"]
+    assert 4 <= interrupted < 12, interrupted  # killed in the first epoch (6 steps/epoch), not at its end
+
+    run_train([*common, "run_name=killed", "resume=auto"], tmp_path)
+    resumed = _final_state(tmp_path / "ijepa" / "killed")
+    assert resumed["global_step"] == straight["global_step"] == 12
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    for a, b in zip(straight["optimizer_states"][0]["state"].values(), resumed["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)

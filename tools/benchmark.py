@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Measured comparisons, each implementation in its own process, ratios printed from the same run.
+
+    python tools/benchmark.py pretrain-step          # I-JEPA step: ours vs a plain official-style step
+
+Options after the name are passed to the measurement (e.g. ``--batch 16 --repeats 12``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from selfsup.bench.measure import run_isolated  # noqa: E402
+
+
+def pretrain_step(extra: list[str]) -> None:
+    rows = {impl: run_isolated("selfsup.bench.pretrain_step", ["--impl", impl, *extra]) for impl in ("naive", "ours")}
+    ours, naive = rows["ours"], rows["naive"]
+    print(f"I-JEPA training step, ViT-{ours['size']} at {ours['img']}px, batch {ours['batch']}, CPU fp32")
+    print(f"{'implementation':<40}{'ms/step (median)':>18}{'peak RSS MB':>14}")
+    print(f"{'naive (explicit softmax, loop EMA)':<40}{naive['ms_median']:>18.1f}{naive['peak_rss_mb']:>14.0f}")
+    print(f"{'ours (fused SDPA, foreach EMA)':<40}{ours['ms_median']:>18.1f}{ours['peak_rss_mb']:>14.0f}")
+    print(f"speed-up naive/ours: {naive['ms_median'] / ours['ms_median']:.2f}x; "
+          f"memory ours/naive: {ours['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x")
+
+
+BENCHMARKS = {"pretrain-step": pretrain_step}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        print(f"usage: python tools/benchmark.py {{{'|'.join(BENCHMARKS)}}} [options]", file=sys.stderr)
+        sys.exit(2)
+    BENCHMARKS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
