@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,20 @@ def run_train(args: list[str], output_dir: Path, timeout: float = 900, check: bo
     proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def run_command(command: str, output_dir: Path, extra: list[str] = (), timeout: float = 1800, check: bool = True, **env: str):
+    """Run a README command verbatim (``python tools/<x>.py ...``), with ``extra`` overrides appended
+    (outputs always go to ``output_dir``). The verbatim string is what ``test_readme.py`` looks for."""
+    words = shlex.split(command)
+    assert words[0] == "python" and words[1].startswith("tools/"), command
+    cmd = [sys.executable, str(ROOT / words[1]), *words[2:], *extra]
+    if words[1] == "tools/train.py":
+        cmd.append(f"paths.output_dir={output_dir}")
+    proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 

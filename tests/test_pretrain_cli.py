@@ -16,13 +16,13 @@ import torch
 from selfsup.run import find_resume_checkpoint
 from selfsup.training.checkpoint import read_checkpoint
 from selfsup.training.export import load_encoder
-from tests.helpers import ROOT, TRAIN, cli_env, run_train, summary_of
+from tests.helpers import ROOT, TRAIN, cli_env, run_command, run_train, summary_of
 
 FAST = ["experiment=ijepa", "debug=fast"]
 
 
 def test_fast_run_writes_checkpoint_backbones_logs_and_summary(tmp_path):
-    proc = run_train([*FAST, "run_name=smoke"], tmp_path)
+    proc = run_command("python tools/train.py experiment=ijepa debug=fast", tmp_path, ["run_name=smoke"])
     line = summary_of(proc.stdout)
     run_dir = tmp_path / "ijepa" / "smoke"
     assert f"checkpoint: {run_dir}/checkpoints/last.ckpt" in line
@@ -100,3 +100,31 @@ def test_killed_mid_epoch_and_resumed_ends_bit_identical(tmp_path, sig):
         assert torch.equal(value, resumed["state_dict"][key]), key
     for a, b in zip(straight["optimizer_states"][0]["state"].values(), resumed["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_readme_overrides_run(tmp_path):
+    line = summary_of(run_command("python tools/train.py experiment=ijepa trainer.max_epochs=2 data.batch_size=32", tmp_path, ["debug=fast"]).stdout)
+    assert line.startswith("done in") and "2 epochs, 6 steps" in line
+    cfg = read_checkpoint(next((tmp_path / "ijepa").glob("*/checkpoints/last.ckpt")))["config"]
+    assert cfg["data"]["batch_size"] == 32
+    run_command("python tools/train.py experiment=ijepa mask.mode=official", tmp_path, ["debug=fast", "run_name=official"])
+    assert read_checkpoint(tmp_path / "ijepa" / "official" / "checkpoints" / "last.ckpt")["config"]["mask"]["mode"] == "official"
+
+
+def test_wandb_logger_works_offline_without_a_key(tmp_path):
+    proc = run_command("python tools/train.py experiment=ijepa logger=wandb", tmp_path, ["debug=fast", "run_name=wb"], WANDB_MODE="")
+    run_dir = tmp_path / "ijepa" / "wb"
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    offline = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert offline and (offline[0] / f"run-{run_id}.wandb").stat().st_size > 0
+    assert "wandb sync" in proc.stderr + proc.stdout
+
+
+def test_named_run_resumes_with_resume_auto(tmp_path):
+    run_command("python tools/train.py experiment=ijepa run_name=myrun", tmp_path, ["debug=fast"])
+    proc = run_command("python tools/train.py experiment=ijepa run_name=myrun resume=auto", tmp_path, ["debug=fast", "trainer.max_epochs=2"])
+    assert "resume=auto: resuming from" in proc.stderr + proc.stdout
+    ckpt = read_checkpoint(tmp_path / "ijepa" / "myrun" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1
+    steps = [line.split(",")[1] for line in (tmp_path / "ijepa" / "myrun" / "csv" / "metrics.csv").read_text().splitlines()[1:]]
+    assert [int(x) for x in steps] == list(range(6))  # one CSV history across both attempts
