@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from selfsup.reference.ijepa import RefPredictor, RefViT
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "tools" / "train.py"
 
@@ -49,3 +53,24 @@ def summary_of(stdout: str) -> str:
     lines = [line for line in stdout.splitlines() if line.startswith("done in ")]
     assert lines, f"no summary line in:\n{stdout[-3000:]}"
     return lines[-1]
+
+
+def make_official_checkpoint(tmp_path, img=32, patch=8, dim=48, depth=2, heads=3, pdim=24, pdepth=2):
+    """An official-format I-JEPA ``.pth.tar`` (DDP ``module.`` prefixes) with random weights, built from
+    the plain reference modules; returns ``(path, encoder, target_encoder, predictor)``."""
+    torch.manual_seed(1)
+    grid = img // patch
+    enc, tgt = RefViT(img, patch, dim, depth, heads), RefViT(img, patch, dim, depth, heads)
+    pred = RefPredictor(grid, dim, pdim, pdepth, heads)
+    for m in (enc, tgt, pred):
+        for p in m.parameters():
+            if p.requires_grad:
+                p.data.normal_(0, 0.05)
+    ckpt = {
+        name: {f"module.{k}": v for k, v in m.state_dict().items()}
+        for name, m in (("encoder", enc), ("target_encoder", tgt), ("predictor", pred))
+    }
+    ckpt.update(opt={}, scaler=None, epoch=300, loss=0.1, batch_size=128, world_size=16, lr=1e-3)
+    path = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
+    torch.save(ckpt, path)
+    return path, enc, tgt, pred

@@ -109,7 +109,7 @@ def test_unknown_key_inside_a_yaml_names_the_target_and_the_valid_ones(tmp_path)
     cfg = compose([], tmp_path)
     with open_dict(cfg):
         cfg.backbone.dept = 3
-    with pytest.raises(ConfigError, match=r"unknown config key 'backbone.dept' for selfsup.models.vit.JEPAViT \(did you mean 'depth'\?\); valid keys: img_size"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'backbone.dept' for selfsup.models.backbone.jepa_vit \(did you mean 'depth'\?\); valid keys: checkpoint, checkpoint_key, img_size"):
         check_keys(cfg)
 
 

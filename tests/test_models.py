@@ -10,7 +10,8 @@ from selfsup.models.pos_embed import sincos_2d
 from selfsup.models.predictor import JEPAPredictor
 from selfsup.models.vit import VIT_SIZES, JEPAViT, vit
 from selfsup.training.checkpoint import CheckpointError, load_strict, read_official_ijepa
-from selfsup.reference.ijepa import RefPredictor, RefViT, spec_sincos
+from selfsup.reference.ijepa import spec_sincos
+from tests.helpers import make_official_checkpoint
 
 
 @pytest.mark.parametrize("dim,grid", [(192, 14), (384, 16), (64, 4), (1280, 16)])
@@ -85,27 +86,8 @@ def test_official_init_statistics():
     assert abs(rescaled.blocks[11].attn.proj.weight.std().item() - 0.02 / (24**0.5)) < 3e-4
 
 
-def _official_checkpoint(tmp_path, img=32, patch=8, dim=48, depth=2, heads=3, pdim=24, pdepth=2):
-    torch.manual_seed(1)
-    grid = img // patch
-    enc, tgt = RefViT(img, patch, dim, depth, heads), RefViT(img, patch, dim, depth, heads)
-    pred = RefPredictor(grid, dim, pdim, pdepth, heads)
-    for m in (enc, tgt, pred):
-        for p in m.parameters():
-            if p.requires_grad:
-                p.data.normal_(0, 0.05)
-    ckpt = {
-        name: {f"module.{k}": v for k, v in m.state_dict().items()}
-        for name, m in (("encoder", enc), ("target_encoder", tgt), ("predictor", pred))
-    }
-    ckpt.update(opt={}, scaler=None, epoch=300, loss=0.1, batch_size=128, world_size=16, lr=1e-3)
-    path = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
-    torch.save(ckpt, path)
-    return path, enc, tgt, pred
-
-
 def test_official_checkpoint_loads_strictly_and_gives_the_same_features(tmp_path):
-    path, ref_enc, ref_tgt, ref_pred = _official_checkpoint(tmp_path)
+    path, ref_enc, ref_tgt, ref_pred = make_official_checkpoint(tmp_path)
     states = read_official_ijepa(path)
     ours = JEPAViT(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
     load_strict(ours, states["target_encoder"], "target_encoder")
@@ -123,7 +105,7 @@ def test_official_checkpoint_loads_strictly_and_gives_the_same_features(tmp_path
 
 
 def test_mismatched_checkpoint_lists_the_keys(tmp_path):
-    path, *_ = _official_checkpoint(tmp_path)
+    path, *_ = make_official_checkpoint(tmp_path)
     states = read_official_ijepa(path)
     wrong = JEPAViT(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3)
     with pytest.raises(CheckpointError, match=r"missing keys \(12\): blocks\.2\.") as err:

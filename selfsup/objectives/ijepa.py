@@ -33,6 +33,7 @@ class JEPAOutput:
     loss: torch.Tensor
     prediction: torch.Tensor  # [npred*nenc*B, Nt, D]
     target: torch.Tensor  # same shape, no grad
+    target_tokens: torch.Tensor | None = None  # [B, N, D] target-encoder output (no grad), for probes/monitors
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -84,11 +85,12 @@ class IJEPA(nn.Module):
     @torch.no_grad()
     def forward_target(
         self, images: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
-    ) -> torch.Tensor:
-        h = self.target_encoder.forward_tokens(images)
-        h = F.layer_norm(h, (h.size(-1),))
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(targets [npred*nenc*B, Nt, D], target-encoder tokens [B, N, D])``."""
+        tokens = self.target_encoder.forward_tokens(images)
+        h = F.layer_norm(tokens, (tokens.size(-1),))
         h = apply_masks(h, masks_pred)
-        return repeat_interleave_batch(h, images.shape[0], repeat=len(masks_enc))
+        return repeat_interleave_batch(h, images.shape[0], repeat=len(masks_enc)), tokens
 
     def forward_context(
         self, images: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
@@ -100,6 +102,6 @@ class IJEPA(nn.Module):
     def forward(
         self, images: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
     ) -> JEPAOutput:
-        h = self.forward_target(images, masks_enc, masks_pred)
+        h, tokens = self.forward_target(images, masks_enc, masks_pred)
         z = self.forward_context(images, masks_enc, masks_pred)
-        return JEPAOutput(loss=regression_loss(self.loss, z, h), prediction=z, target=h)
+        return JEPAOutput(loss=regression_loss(self.loss, z, h), prediction=z, target=h, target_tokens=tokens)

@@ -7,48 +7,16 @@ and returns the root. The same settings always give byte-identical files.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from selfsup.data.embedded.cache import write_once
 from selfsup.data.embedded.render import SHAPES, render_object_image
 
 FORMAT_VERSION = 1
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _write_if_missing(root: Path, spec: dict, write) -> Path:
-    """Run ``write(tmp_dir)`` once per ``spec``; ``root/spec.json`` marks a finished dataset."""
-    marker = root / "spec.json"
-    if marker.exists() and json.loads(marker.read_text()) == spec:
-        return root
-    with _locked(root.parent / f".{root.name}.lock"):
-        if marker.exists() and json.loads(marker.read_text()) == spec:
-            return root
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-        write(tmp)
-        (tmp / "spec.json").write_text(json.dumps(spec, indent=1))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    return root
 
 
 def ensure_imagefolder(
@@ -83,4 +51,4 @@ def ensure_imagefolder(
                     pixels = render_object_image(rng, image_size, label)
                     Image.fromarray(pixels).save(folder / f"{n:05d}.png", optimize=False)
 
-    return _write_if_missing(root, spec, write)
+    return write_once(root, spec, write)
