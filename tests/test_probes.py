@@ -1,0 +1,178 @@
+"""Probe heads: parameter counts of spec section 5, EP's formula (3.2) and its reordering (3.5), the
+V-JEPA output-projection switch, official state-dict layout, every probe's forward/backward."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.config import instantiate
+from selfsup.probes.ep import EfficientProbing
+from selfsup.probes.head import ProbeHead
+from selfsup.probes.vjepa import AttentivePooler
+from selfsup.probing.features import FeatureSpec
+from selfsup.probing.heads import build_pool
+from tests.test_config import compose, options
+
+VIT_B = FeatureSpec(dim=768, grid=(14, 14), num_prefix_tokens=0, num_blocks=1, has_class_token=False)
+
+# shared/spec/probing.md section 5 (ViT-B, D=768, 1000 classes, 196 patch tokens) and 3.5 (EP variants)
+PARAMS = {
+    "linear": 769_000,
+    "ep": 1_383_400,
+    "aim": 1_949_416,
+    "vjepa": 7_857_640,
+    "cait": 7_860_712,
+    "simpool": 1_950_184,
+    "abmilp": 3_720_425,
+    "coca": 1_805_032,
+    "cae": 3_135_976,
+    "dolg": 1_361_897,
+    "cbam": 842_828,
+    "siglip": 7_854_568,
+    "clip": 3_284_200,
+    "dinov2_block": 7_854_568,
+}
+VARIANTS = {
+    ("ep", "num_queries=8"): 1_364_968,
+    ("ep", "num_queries=12"): 1_368_040,
+    ("ep", "num_queries=16"): 1_371_112,
+    ("ep", "num_queries=48"): 1_395_688,
+    ("ep", "num_queries=64"): 1_407_976,
+    ("ep", "num_queries=128"): 1_457_128,
+    ("ep", "num_queries=48,d_out=8"): 207_592,
+    ("abmilp", "self_attention=none"): 1_360_361,
+    ("vjepa", "output_projection=false"): 7_857_640,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _composed_probe(name: str, overrides: tuple[str, ...], tmp_dir: str):
+    return compose([f"probe={name}", *(f"probe.{o}" for o in overrides)], Path(tmp_dir)).probe
+
+
+def probe_factory(name: str, tmp_path, overrides: tuple[str, ...] = ()) -> functools.partial:
+    """The partial ``configs/probe/<name>.yaml`` instantiates to (composed once per name and overrides)."""
+    return instantiate(_composed_probe(name, tuple(overrides), "/nonexistent"))
+
+
+def trainable(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def test_every_probe_option_is_tested():
+    assert sorted(options("probe")) == sorted(PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_parameter_count_for_vit_b_matches_the_spec_table(name, tmp_path):
+    with torch.device("meta"):
+        head = ProbeHead(build_pool(probe_factory(name, tmp_path), VIT_B), 1000)
+    assert trainable(head) == PARAMS[name]
+
+
+@pytest.mark.parametrize("name,overrides", sorted(VARIANTS))
+def test_parameter_count_of_variants(name, overrides, tmp_path):
+    with torch.device("meta"):
+        head = ProbeHead(build_pool(probe_factory(name, tmp_path, tuple(overrides.split(","))), VIT_B), 1000)
+    assert trainable(head) == VARIANTS[(name, overrides)]
+
+
+def ep_formula(x: torch.Tensor, queries: torch.Tensor, w_v: torch.Tensor) -> torch.Tensor:
+    """Spec 3.2 written out: a_j = softmax_n(q_j . x_n / sqrt(D)); y_j = sum_n a_jn (W_v x_n)[j-th slice]."""
+    b, n, d = x.shape
+    m, width = queries.shape[0], w_v.shape[0]
+    out = torch.zeros(b, width, dtype=x.dtype)
+    for i in range(b):
+        values = x[i] @ w_v.T  # [N, D']
+        for j in range(m):
+            a = torch.softmax(x[i] @ queries[j] / d**0.5, dim=0)
+            sl = slice(j * width // m, (j + 1) * width // m)
+            out[i, sl] = (a[:, None] * values[:, sl]).sum(0)
+    return out
+
+
+@pytest.mark.parametrize("d_out", [1, 2, 8])
+@pytest.mark.parametrize("num_queries", [1, 8, 32])
+@pytest.mark.parametrize("pool_then_project", [False, True])
+def test_ep_equals_the_spec_formula_in_float64(d_out, num_queries, pool_then_project):
+    torch.manual_seed(0)
+    ep = EfficientProbing(256, num_queries=num_queries, d_out=d_out, pool_then_project=pool_then_project).double()
+    with torch.no_grad():
+        ep.cls_token.normal_(0, 1.0)  # sharp attention, not the near-uniform init
+    x = torch.randn(3, 20, 256, dtype=torch.float64)
+    expected = ep_formula(x, ep.cls_token[0], ep.v.weight)
+    torch.testing.assert_close(ep(x), expected, rtol=0, atol=1e-12)
+
+
+def test_ep_pooling_before_the_projection_is_the_default_and_equal_with_bias_and_gradients(tmp_path):
+    factory = probe_factory("ep", tmp_path)
+    assert factory.keywords["pool_then_project"] is True
+    torch.manual_seed(1)
+    official = EfficientProbing(64, num_queries=8, qkv_bias=True, pool_then_project=False).double()
+    reordered = EfficientProbing(64, num_queries=8, qkv_bias=True, pool_then_project=True).double()
+    reordered.load_state_dict(official.state_dict())
+    x = torch.randn(4, 10, 64, dtype=torch.float64)
+    a, b = official(x), reordered(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (name, p), q in zip(official.named_parameters(), reordered.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=name)
+
+
+def test_vjepa_output_projection_switch():
+    torch.manual_seed(0)
+    with_proj = AttentivePooler(64, num_heads=4, output_projection=True)
+    without = AttentivePooler(64, num_heads=4, output_projection=False)
+    without.load_state_dict(with_proj.state_dict())  # same parameters either way
+    x = torch.randn(2, 9, 64)
+    assert not torch.allclose(with_proj(x), without(x))
+    with torch.no_grad():
+        without.cross_attention_block.xattn.proj.weight.normal_()
+    before = without(x)
+    with torch.no_grad():
+        without.cross_attention_block.xattn.proj.weight.add_(1.0)
+    torch.testing.assert_close(without(x), before)  # upstream jepa HEAD: proj is built but not applied
+
+
+def test_head_state_dict_is_the_official_layout(tmp_path):
+    head = ProbeHead(build_pool(probe_factory("ep", tmp_path), VIT_B), 1000)
+    assert sorted(head.state_dict()) == sorted([
+        "0.v.weight", "0.cls_token", "1.running_mean", "1.running_var", "1.num_batches_tracked", "2.weight", "2.bias",
+    ])
+    assert head[1].eps == 1e-6 and not head[1].affine and head[0].cls_token.shape == (1, 32, 768)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_every_probe_trains_on_small_tokens(name, tmp_path):
+    spec = FeatureSpec(dim=64, grid=(4, 4), num_prefix_tokens=0, num_blocks=1, has_class_token=False)
+    overrides = ("num_queries=8",) if name == "ep" else ("num_queries=10",) if name == "coca" else ()
+    torch.manual_seed(0)
+    head = ProbeHead(build_pool(probe_factory(name, tmp_path, overrides), spec), 5)
+    x, y = torch.randn(6, 16, 64), torch.randint(0, 5, (6,))
+    loss = torch.nn.functional.cross_entropy(head(x), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head[0].parameters()) or name == "linear"
+    head.eval()
+    assert head(x[:1]).shape == (1, 5)  # batch of one: no squeeze surprises
+
+
+def test_class_token_probes_use_it(tmp_path):
+    spec = FeatureSpec(dim=32, grid=(2, 2), num_prefix_tokens=1, num_blocks=1, has_class_token=True)
+    pool = build_pool(probe_factory("linear", tmp_path, ("token=cls",)), spec)
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(pool(x), x[:, 0])
+    mean = build_pool(probe_factory("linear", tmp_path), spec)
+    torch.testing.assert_close(mean(x), x[:, 1:].mean(1))
+    with pytest.raises(ValueError, match="needs the class token"):
+        build_pool(probe_factory("linear", tmp_path, ("token=cls",)), VIT_B)
+
+
+def test_ep_rejects_an_indivisible_width():
+    with pytest.raises(ValueError, match="divisible by d_out\\*num_queries"):
+        EfficientProbing(100, num_queries=32)
