@@ -1,0 +1,47 @@
+"""LARS as the MAE / efficient-probing linear-probe code uses it (``util/lars.py``).
+
+For every parameter with ``ndim > 1`` (weights, and EP's 3-D queries): ``g <- g + wd * p``, then
+``g <- g * trust`` with ``trust = trust_coefficient * ||p|| / ||g||`` (1 when either norm is 0).
+Biases and other 1-D parameters get neither weight decay nor the trust ratio. Then momentum SGD
+without dampening: ``mu <- momentum * mu + g``; ``p <- p - lr * mu``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LARS(torch.optim.Optimizer):
+    """Config keys (``configs/optim/lars.yaml``): ``lr`` (overwritten every step by the schedule),
+    ``weight_decay``, ``momentum``, ``trust_coefficient``."""
+
+    def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, trust_coefficient: float = 0.001) -> None:
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if p.ndim > 1:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    param_norm, update_norm = torch.norm(p), torch.norm(update)
+                    one = torch.ones_like(param_norm)
+                    trust = torch.where(
+                        param_norm > 0.0,
+                        torch.where(update_norm > 0, group["trust_coefficient"] * param_norm / update_norm, one),
+                        one,
+                    )
+                    update = update.mul(trust)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                state["mu"].mul_(group["momentum"]).add_(update)
+                p.add_(state["mu"], alpha=-group["lr"])
+        return loss
