@@ -2,12 +2,16 @@
 """Measured comparisons, each implementation in its own process, ratios printed from the same run.
 
     python tools/benchmark.py pretrain-step          # I-JEPA step: ours vs a plain official-style step
+    python tools/benchmark.py probe-heads            # probe-head training steps on cached ViT-B tokens
 
 Options after the name are passed to the measurement (e.g. ``--batch 16 --repeats 12``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +32,46 @@ def pretrain_step(extra: list[str]) -> None:
           f"memory ours/naive: {ours['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x")
 
 
-BENCHMARKS = {"pretrain-step": pretrain_step}
+PROBES = "linear,ep,ep_official,aim,vjepa,cait,dinov2_block"
+PROBE_OVERRIDES = {"ep_official": ["probe=ep", "probe.pool_then_project=false"]}
+
+
+def probe_accuracy(probe: str, checkpoint: str, epochs: int, output_dir: Path) -> float:
+    """Best val top-1 of ``experiment=probe_ep probe=<probe>`` on the embedded data, cached (un-augmented) features."""
+    overrides = PROBE_OVERRIDES.get(probe, [f"probe={probe}"])
+    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), "experiment=probe_ep", *overrides, f"backbone.checkpoint={checkpoint}",
+           "data.train_transform.augment=false", f"trainer.max_epochs={epochs}", "callbacks=probe", "logger=none",
+           "trainer.enable_progress_bar=false", f"run_name={probe}", f"paths.output_dir={output_dir}"]
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    results = json.loads((output_dir / "probe_ep" / probe / "probe_results.json").read_text())
+    return results["best"]["probe"]["acc1"]
+
+
+def probe_heads(extra: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="benchmark.py probe-heads")
+    p.add_argument("--probes", default=PROBES)
+    p.add_argument("--checkpoint", default=None, help="a pretrained backbone: adds embedded-dataset accuracy")
+    p.add_argument("--epochs", type=int, default=90, help="probe epochs of the accuracy runs")
+    p.add_argument("--output-dir", default="outputs/benchmark_probe_heads")
+    a, rest = p.parse_known_args(extra)
+    probes = a.probes.split(",")
+    rows = {probe: run_isolated("selfsup.bench.probe_heads", ["--probe", probe, *rest]) for probe in probes}
+    acc = {probe: probe_accuracy(probe, a.checkpoint, a.epochs, Path(a.output_dir)) for probe in probes} if a.checkpoint else {}
+    first = next(iter(rows.values()))
+    ref = rows.get("vjepa", first)["ms_median"]
+    print(f"Probe-head training step on cached tokens: batch {first['batch']}, {first['tokens']} tokens x {first['dim']}, "
+          f"{first['classes']} classes, LARS, CPU fp32, each probe in its own process")
+    header = f"{'probe':<14}{'params':>12}{'MMACs/img':>11}{'ms/step':>10}{'img/s':>9}{'vs vjepa':>10}"
+    print(header + (f"{'top-1 (embedded)':>18}" if acc else ""))
+    for probe, r in rows.items():
+        line = (f"{probe:<14}{r['params']:>12,}{r['macs_per_image'] / 1e6:>11.1f}{r['ms_median']:>10.1f}"
+                f"{r['batch'] * 1000 / r['ms_median']:>9.0f}{ref / r['ms_median']:>9.1f}x")
+        print(line + (f"{acc[probe]:>18.2f}" if acc else ""))
+    if acc:
+        print(f"top-1: best epoch of {a.epochs} (efficient-probing protocol, un-augmented cached features) with {a.checkpoint}")
+
+
+BENCHMARKS = {"pretrain-step": pretrain_step, "probe-heads": probe_heads}
 
 
 def main() -> None:
