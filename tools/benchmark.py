@@ -36,13 +36,14 @@ PROBES = "linear,ep,ep_official,aim,vjepa,cait,dinov2_block"
 PROBE_OVERRIDES = {"ep_official": ["probe=ep", "probe.pool_then_project=false"]}
 
 
-def probe_accuracy(probe: str, checkpoint: str, epochs: int, output_dir: Path) -> float:
+def probe_accuracy(probe: str, checkpoint: str, epochs: int, output_dir: Path, overrides: list[str]) -> float:
     """Best val top-1 of ``experiment=probe_ep probe=<probe>`` on the embedded data, cached (un-augmented) features."""
-    overrides = PROBE_OVERRIDES.get(probe, [f"probe={probe}"])
-    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), "experiment=probe_ep", *overrides, f"backbone.checkpoint={checkpoint}",
+    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), "experiment=probe_ep", *PROBE_OVERRIDES.get(probe, [f"probe={probe}"]), f"backbone.checkpoint={checkpoint}",
            "data.train_transform.augment=false", f"trainer.max_epochs={epochs}", "callbacks=probe", "logger=none",
-           "trainer.enable_progress_bar=false", f"run_name={probe}", f"paths.output_dir={output_dir}"]
-    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+           "trainer.enable_progress_bar=false", f"run_name={probe}", f"paths.output_dir={output_dir}", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"the accuracy run of {probe} failed:\n{' '.join(cmd)}\n{proc.stderr[-3000:]}")
     results = json.loads((output_dir / "probe_ep" / probe / "probe_results.json").read_text())
     return results["best"]["probe"]["acc1"]
 
@@ -53,10 +54,11 @@ def probe_heads(extra: list[str]) -> None:
     p.add_argument("--checkpoint", default=None, help="a pretrained backbone: adds embedded-dataset accuracy")
     p.add_argument("--epochs", type=int, default=90, help="probe epochs of the accuracy runs")
     p.add_argument("--output-dir", default="outputs/benchmark_probe_heads")
+    p.add_argument("--override", action="append", default=[], help="a config override of the accuracy runs (repeatable)")
     a, rest = p.parse_known_args(extra)
     probes = a.probes.split(",")
     rows = {probe: run_isolated("selfsup.bench.probe_heads", ["--probe", probe, *rest]) for probe in probes}
-    acc = {probe: probe_accuracy(probe, a.checkpoint, a.epochs, Path(a.output_dir)) for probe in probes} if a.checkpoint else {}
+    acc = {probe: probe_accuracy(probe, a.checkpoint, a.epochs, Path(a.output_dir), a.override) for probe in probes} if a.checkpoint else {}
     first = next(iter(rows.values()))
     ref = rows.get("vjepa", first)["ms_median"]
     print(f"Probe-head training step on cached tokens: batch {first['batch']}, {first['tokens']} tokens x {first['dim']}, "
