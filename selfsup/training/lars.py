@@ -8,6 +8,9 @@ without dampening: ``mu <- momentum * mu + g``; ``p <- p - lr * mu``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 
 
@@ -45,3 +48,8 @@ class LARS(torch.optim.Optimizer):
                 state["mu"].mul_(group["momentum"]).add_(update)
                 p.add_(state["mu"], alpha=-group["lr"])
         return loss
+
+
+def lars(lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, trust_coefficient: float = 0.001) -> Callable[..., LARS]:
+    """``LARS`` waiting for its parameter groups: the ``_target_`` of ``configs/optim/lars.yaml``."""
+    return functools.partial(LARS, lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient)
