@@ -82,6 +82,11 @@ def test_readme_in1k_command_with_an_official_ijepa_checkpoint(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_readme_probe_heads_benchmark(tiny, tmp_path):
+    small = ["--batch", "8", "--tokens", "16", "--dim", "64", "--classes", "10", "--repeats", "1"]
+    timing = run_command("python tools/benchmark.py probe-heads", tmp_path, ["--probes", "linear,ep,ep_official,vjepa", *small])
+    rows = {line.split()[0]: line.split() for line in timing.stdout.splitlines()[2:]}
+    assert list(rows) == ["linear", "ep", "ep_official", "vjepa"] and rows["vjepa"][-1] == "1.0x", timing.stdout
+    assert rows["ep"][1] == rows["ep_official"][1] and float(rows["ep"][2]) < float(rows["ep_official"][2])  # same params, fewer MACs
     proc = run_command("python tools/benchmark.py probe-heads --checkpoint outputs/ijepa/myrun/checkpoints/last.ckpt", tmp_path,
                        ["--probes", "linear,ep,vjepa", "--batch", "8", "--tokens", "16", "--dim", "64", "--classes", "10", "--repeats", "1",
                         "--checkpoint", str(tiny[2]), "--epochs", "1", "--output-dir", str(tmp_path),
