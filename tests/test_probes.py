@@ -176,3 +176,13 @@ def test_class_token_probes_use_it(tmp_path):
 def test_ep_rejects_an_indivisible_width():
     with pytest.raises(ValueError, match="divisible by d_out\\*num_queries"):
         EfficientProbing(100, num_queries=32)
+
+
+def test_ep_pool_then_project_multiply_adds_for_vit_b():
+    """The benchmark's MAC counts: EP_32 for ViT-B is 121.3 M MACs/image in the official order (spec 8) and
+    11.0 M with W_v after pooling."""
+    from selfsup.bench.probe_heads import build_head, forward_macs
+
+    x = torch.randn(2, 196, 768)
+    official, ours = (forward_macs(build_head(name, 768, 196, 1000), x) for name in ("ep_official", "ep"))
+    assert official == 121_340_928 and ours == 10_991_616
