@@ -49,6 +49,7 @@ def test_online_probe_reports_accuracy_and_leaves_pretraining_unchanged(images, 
     assert state["optimizer"]["state"], "the heads' optimiser has stepped"
 
 
+@pytest.mark.slow
 def test_online_probe_resumes_exactly(images, tmp_path):
     common = [*TINY_PRETRAIN, f"data.root={images}", "callbacks=pretrain_online_probe"]
     run_in_process([*common, "trainer.max_epochs=2"], tmp_path, "straight")
