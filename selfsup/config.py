@@ -69,11 +69,8 @@ def check_keys(cfg: Any, path: str = "") -> None:
                         )
         for key in cfg:
             node = cfg._get_node(key)
-            if node is not None and not node._is_missing() and not node._is_interpolation():
-                check_keys(cfg[key], f"{path}.{key}" if path else str(key))
-            elif node is not None and node._is_interpolation():
-                value = cfg[key]
-                check_keys(value, f"{path}.{key}" if path else str(key))
+            if node is not None and not node._is_missing():
+                check_keys(cfg[key], f"{path}.{key}" if path else str(key))  # interpolations resolved
     elif isinstance(cfg, ListConfig):
         for i, item in enumerate(cfg):
             check_keys(item, f"{path}[{i}]")
