@@ -3,18 +3,13 @@ optimiser state, a killed run resuming bit-for-bit, and the benchmark command.""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import torch
 
 from selfsup.run import find_resume_checkpoint
 from selfsup.training.checkpoint import read_checkpoint
-from tests.helpers import ROOT, TRAIN, cli_env, run_command, run_train, summary_of
+from tests.helpers import EVERY_STEP_CHECKPOINTS, kill_train_at_step, run_command, run_train, summary_of
 
 HEAD_GROUPS = ["encoder", "predictor", "encoder_no_decay", "predictor_no_decay", "head", "head_no_decay"]
 
@@ -42,22 +37,14 @@ def test_dmt_jepa_run_checkpoints_both_heads_and_their_optimiser_state(tmp_path)
 
 def test_killed_mid_epoch_and_resumed_ends_bit_identical_heads_included(tmp_path):
     common = [
-        "experiment=dmt_jepa", "data.num_workers=0", "data.persistent_workers=false", "trainer.max_epochs=2",
-        "trainer.limit_val_batches=0", "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.every_n_epochs=null",
-        "callbacks.model_checkpoint.export_backbones=false", "trainer.limit_train_batches=4",
+        "experiment=dmt_jepa", *EVERY_STEP_CHECKPOINTS, "trainer.max_epochs=2", "trainer.limit_train_batches=4",
         "backbone.depth=1", "predictor.depth=1", "data.batch_size=8",
     ]
     run_train([*common, "run_name=straight"], tmp_path)
     straight = read_checkpoint(tmp_path / "dmt_jepa" / "straight" / "checkpoints" / "last.ckpt")
 
-    cmd = [sys.executable, str(TRAIN), *common, "run_name=killed", f"paths.output_dir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt_dir = tmp_path / "dmt_jepa" / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(ckpt_dir.glob("*step0000002.ckpt")):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_train_at_step([*common, "run_name=killed"], tmp_path, ckpt_dir, 2)
     interrupted = read_checkpoint(find_resume_checkpoint(ckpt_dir.parent))["global_step"]
     assert 2 <= interrupted < 8, interrupted
 
@@ -81,3 +68,10 @@ def test_benchmark_command_reports_both_ratios(tmp_path):
     head = re.search(r"official all-patches / ours: ([\d.]+)x \(same modules\), ([\d.]+)x", out)
     assert step and head, out
     assert all(float(v) > 0 for v in (*step.groups(), *head.groups()))
+
+
+def test_readme_official_repeat_override_runs(tmp_path):
+    cmd = "python tools/train.py experiment=dmt_jepa objective.target_query_order=official_repeat"
+    run_command(cmd, tmp_path, ["debug=fast", "trainer.limit_train_batches=1", "run_name=repeat"])
+    ckpt = read_checkpoint(tmp_path / "dmt_jepa" / "repeat" / "checkpoints" / "last.ckpt")
+    assert ckpt["config"]["objective"]["target_query_order"] == "official_repeat" and ckpt["global_step"] == 1
