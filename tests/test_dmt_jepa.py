@@ -59,6 +59,9 @@ def test_vitb_head_has_14_2m_parameters_and_the_official_names():
     } | {"norm.weight", "norm.bias"}
     assert set(head.state_dict()) == expected
     assert head.cls_blocks[0].mlp.fc1.out_features == 4 * 768 and head.cls_blocks[0].norm1.eps == 1e-6
+    with torch.device("meta"):  # ViT-L and ViT-H widths (spec b.1: 25.2M, 39.4M)
+        large, huge = LocalAggHead(1024, 16), LocalAggHead(1280, 16)
+    assert [round(sum(p.numel() for p in h.parameters()) / 1e6, 1) for h in (large, huge)] == [25.2, 39.4]
 
 
 def test_head_init_is_the_official_one():
