@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,6 +35,26 @@ def run_train(args: list[str], output_dir: Path, timeout: float = 900, check: bo
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+# A run that checkpoints after every optimiser step, in one process, without validation or exports.
+EVERY_STEP_CHECKPOINTS = [
+    "data.num_workers=0", "data.persistent_workers=false", "trainer.limit_val_batches=0",
+    "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.every_n_epochs=null",
+    "callbacks.model_checkpoint.export_backbones=false",
+]
+
+
+def kill_train_at_step(args: list[str], output_dir: Path, ckpt_dir: Path, step: int, sig: int = signal.SIGKILL) -> None:
+    """Start ``tools/train.py <args>``; once the checkpoint of optimiser step ``step`` appears in
+    ``ckpt_dir``, send ``sig`` to the process and wait for it to die."""
+    cmd = [sys.executable, str(TRAIN), *args, f"paths.output_dir={output_dir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(ckpt_dir.glob(f"*step{step:07d}.ckpt")):
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    proc.wait()
 
 
 def run_command(command: str, output_dir: Path, extra: list[str] = (), timeout: float = 1800, check: bool = True, **env: str):

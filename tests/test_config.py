@@ -71,6 +71,8 @@ def _experiments():
 @pytest.mark.parametrize("experiment", _experiments())
 def test_every_experiment_instantiates(experiment, tmp_path):
     cfg = compose([f"experiment={experiment}", f"data.root={tmp_path}"] if "in1k" in experiment else [f"experiment={experiment}"], tmp_path)
+    if cfg.trainer.accelerator == "gpu":
+        cfg.trainer.accelerator = "cpu"  # no GPU here: everything else in the config is built
     OmegaConf.resolve(cfg)
     check_keys(cfg)
     for key in ("data", "model"):

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import timm
@@ -16,7 +12,7 @@ import torch
 from selfsup.run import find_resume_checkpoint
 from selfsup.training.checkpoint import read_checkpoint
 from selfsup.training.export import load_encoder
-from tests.helpers import ROOT, TRAIN, cli_env, run_command, run_train, summary_of
+from tests.helpers import EVERY_STEP_CHECKPOINTS, kill_train_at_step, run_command, run_train, summary_of
 
 FAST = ["experiment=ijepa", "debug=fast"]
 
@@ -74,22 +70,14 @@ def _final_state(run_dir):
 @pytest.mark.parametrize("sig", [signal.SIGKILL])
 def test_killed_mid_epoch_and_resumed_ends_bit_identical(tmp_path, sig):
     common = [
-        "experiment=ijepa", "data.num_workers=0", "data.persistent_workers=false", "trainer.max_epochs=2",
-        "trainer.limit_val_batches=0", "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.every_n_epochs=null",
-        "callbacks.model_checkpoint.export_backbones=false", "trainer.limit_train_batches=6",
+        "experiment=ijepa", *EVERY_STEP_CHECKPOINTS, "trainer.max_epochs=2", "trainer.limit_train_batches=6",
         "backbone.depth=2", "predictor.depth=1", "data.batch_size=16",
     ]
     run_train([*common, "run_name=straight"], tmp_path)
     straight = _final_state(tmp_path / "ijepa" / "straight")
 
-    cmd = [sys.executable, str(TRAIN), *common, "run_name=killed", f"paths.output_dir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt_dir = tmp_path / "ijepa" / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(ckpt_dir.glob("*step0000004.ckpt")):
-        time.sleep(0.05)
-    os.kill(proc.pid, sig)
-    proc.wait()
+    kill_train_at_step([*common, "run_name=killed"], tmp_path, ckpt_dir, 4, sig)
     interrupted = read_checkpoint(find_resume_checkpoint(ckpt_dir.parent))["global_step"]
     assert 4 <= interrupted < 12, interrupted  # killed in the first epoch (6 steps/epoch), not at its end
 

@@ -2,6 +2,7 @@
 """Measured comparisons, each implementation in its own process, ratios printed from the same run.
 
     python tools/benchmark.py pretrain-step          # I-JEPA step: ours vs a plain official-style step
+    python tools/benchmark.py dmt-step               # DMT-JEPA step / I-JEPA step; target head: official all-patches / ours
 
 Options after the name are passed to the measurement (e.g. ``--batch 16 --repeats 12``).
 """
@@ -28,7 +29,29 @@ def pretrain_step(extra: list[str]) -> None:
           f"memory ours/naive: {ours['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x")
 
 
-BENCHMARKS = {"pretrain-step": pretrain_step}
+def dmt_step(extra: list[str]) -> None:
+    impls = ("ijepa", "dmt", "head-ours", "head-all", "head-official")
+    rows = {impl: run_isolated("selfsup.bench.dmt_step", ["--impl", impl, *extra]) for impl in impls}
+    first = rows["dmt"]
+    print(f"DMT-JEPA cost, ViT-{first['size']} at {first['img']}px ({first['tokens']} patches), batch {first['batch']}, "
+          f"CPU fp32; {first['target_patches_per_image']:.1f} distinct target patches per image")
+    print(f"{'measurement':<58}{'ms (median)':>13}{'peak RSS MB':>14}")
+    labels = {
+        "ijepa": "I-JEPA training step",
+        "dmt": "DMT-JEPA training step",
+        "head-ours": "target head, ours (target patches only)",
+        "head-all": "target head, same modules at every patch (official)",
+        "head-official": "target head, released code re-expressed (every patch)",
+    }
+    for impl in impls:
+        print(f"{labels[impl]:<58}{rows[impl]['ms_median']:>13.1f}{rows[impl]['peak_rss_mb']:>14.0f}")
+    ms = {impl: rows[impl]["ms_median"] for impl in impls}
+    print(f"DMT-JEPA step / I-JEPA step: {ms['dmt'] / ms['ijepa']:.3f}x (goal <= 1.15x)")
+    print(f"target head, official all-patches / ours: {ms['head-all'] / ms['head-ours']:.2f}x (same modules), "
+          f"{ms['head-official'] / ms['head-ours']:.2f}x (released code re-expressed)")
+
+
+BENCHMARKS = {"pretrain-step": pretrain_step, "dmt-step": dmt_step}
 
 
 def main() -> None:
