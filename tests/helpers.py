@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shlex
 import signal
@@ -11,7 +12,10 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
+from selfsup.config import instantiate
+from selfsup.eval.linear_probe import extract_pooled, fit_linear_probe
 from selfsup.reference.ijepa import RefPredictor, RefViT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +100,25 @@ def make_official_checkpoint(tmp_path, img=32, patch=8, dim=48, depth=2, heads=3
     path = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
     torch.save(ckpt, path)
     return path, enc, tgt, pred
+
+
+def probe_accuracy(run_dir: Path, checkpoint: Path | None) -> float:
+    """Linear-probe top-1 on the embedded val split of average-pooled target-encoder features
+    (``checkpoint=None``: the same architecture at its random initialisation)."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.backbone.checkpoint = str(checkpoint) if checkpoint else None
+    cfg.data.train_transform = cfg.data.val_transform  # no augmentation for probe features
+    cfg.data.update(mask_sampler=None, shuffle=False, drop_last=False, num_workers=0, persistent_workers=False)
+    torch.manual_seed(0)
+    encoder = instantiate(cfg.backbone)
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    train = extract_pooled(encoder, data.train_dataloader())
+    val = extract_pooled(encoder, data.val_dataloader())
+    return fit_linear_probe(*train, *val)
+
+
+def logged_losses(run_dir: Path) -> list[float]:
+    """``train/loss`` values of a run's CSV log, in order."""
+    with open(run_dir / "csv" / "metrics.csv") as fh:
+        return [float(row["train/loss"]) for row in csv.DictReader(fh) if row.get("train/loss")]

@@ -3,50 +3,22 @@ recipe runs end to end (ImageNet layout, 224 px, official sampler, bf16 autocast
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
-import torch
-from omegaconf import OmegaConf
 
-from selfsup.config import instantiate
 from selfsup.data.embedded import ensure_imagefolder
-from selfsup.eval.linear_probe import extract_pooled, fit_linear_probe
 from selfsup.training.checkpoint import read_checkpoint
-from tests.helpers import run_train, summary_of
+from tests.helpers import logged_losses, probe_accuracy, run_train, summary_of
 
 pytestmark = pytest.mark.slow
-
-
-def _logged_losses(run_dir: Path) -> list[float]:
-    with open(run_dir / "csv" / "metrics.csv") as fh:
-        return [float(row["train/loss"]) for row in csv.DictReader(fh) if row.get("train/loss")]
-
-
-def _probe_accuracy(run_dir: Path, checkpoint: Path | None) -> float:
-    """Linear-probe top-1 on the embedded val split of average-pooled target-encoder features
-    (``checkpoint=None``: the same architecture at its random initialisation)."""
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    cfg.backbone.checkpoint = str(checkpoint) if checkpoint else None
-    cfg.data.train_transform = cfg.data.val_transform  # no augmentation for probe features
-    cfg.data.update(mask_sampler=None, shuffle=False, drop_last=False, num_workers=0, persistent_workers=False)
-    torch.manual_seed(0)
-    encoder = instantiate(cfg.backbone)
-    data = instantiate(cfg.data)
-    data.setup("fit")
-    train = extract_pooled(encoder, data.train_dataloader())
-    val = extract_pooled(encoder, data.val_dataloader())
-    return fit_linear_probe(*train, *val)
 
 
 def test_dmt_jepa_cpu_recipe_lowers_the_loss_and_its_probe_is_compared_to_random_init(tmp_path):
     proc = run_train(["experiment=dmt_jepa", "run_name=learn"], tmp_path, timeout=3000)
     run_dir = tmp_path / "dmt_jepa" / "learn"
-    losses = _logged_losses(run_dir)
+    losses = logged_losses(run_dir)
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    trained = _probe_accuracy(run_dir, run_dir / "checkpoints" / "last.ckpt")
-    random = _probe_accuracy(run_dir, None)
+    trained = probe_accuracy(run_dir, run_dir / "checkpoints" / "last.ckpt")
+    random = probe_accuracy(run_dir, None)
     print(f"\n{summary_of(proc.stdout)}\nloss {first:.4f} -> {last:.4f}; linear probe: DMT-JEPA {trained:.3f}, random init {random:.3f}")
     assert last < 0.7 * first
     assert trained > 0.2 and random > 0.2  # 10 classes: both well above chance (0.1)
