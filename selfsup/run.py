@@ -21,6 +21,7 @@ from selfsup.callbacks.run_config import RunConfig
 from selfsup.config import ConfigError, instantiate
 from selfsup.training.checkpoint import CheckpointError, read_checkpoint
 from selfsup.training.pretrain import NonFiniteLossError
+from selfsup.training.slurm import check_task_layout, slurm_job_id, slurm_restart_count
 
 log = logging.getLogger("selfsup")
 
@@ -29,6 +30,8 @@ log = logging.getLogger("selfsup")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Step checkpoints hold the state after the optimiser step, which is the state a resume needs.
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
@@ -48,8 +51,14 @@ def find_resume_checkpoint(run_dir: Path) -> Path | None:
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
+    """``resume`` -> a checkpoint path or None. ``null`` starts fresh, except in a SLURM job that was
+    requeued (``SLURM_RESTART_COUNT`` > 0), which continues as with ``auto``."""
     if resume in (None, "", "none"):
-        return None
+        restarts = slurm_restart_count()
+        if not restarts:
+            return None
+        log.info("SLURM job %s restarted (%d): continuing its run directory as with resume=auto", slurm_job_id(), restarts)
+        resume = "auto"
     if resume == "auto":
         found = find_resume_checkpoint(run_dir)
         if found is None:
@@ -102,6 +111,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:
         raise ConfigError(f"the config does not resolve: {err}") from err
+
+    try:
+        check_task_layout(cfg.trainer.num_nodes, cfg.trainer.devices)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
