@@ -7,6 +7,7 @@ prints the final summary line that says where everything went.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.callbacks.checkpoint import backbone_paths
+from selfsup.callbacks.preemption import Preempted
 from selfsup.callbacks.run_config import RunConfig
 from selfsup.config import ConfigError, instantiate
 from selfsup.training.checkpoint import CheckpointError, read_checkpoint
@@ -131,6 +133,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except NonFiniteLossError as err:
         last = getattr(trainer.checkpoint_callback, "last_model_path", "")
         raise NonFiniteLossError(f"{err} Last good checkpoint: {last or 'none saved yet'}") from None
+    except Preempted:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # state saved (and job requeued): leave quietly
+        raise
     line = summary_line(trainer, run_dir, time.time() - start)
     if trainer.is_global_zero:
         print(line, flush=True)

@@ -29,7 +29,7 @@ from selfsup.config import ConfigError, preflight, register_resolvers  # noqa: E
 
 register_resolvers()
 # configs/hydra/launcher/submitit_slurm.yaml is checked against the plugin's schema of the same name, on purpose
-warnings.filterwarnings("ignore", message=r".*is validated against ConfigStore schema with the same name")
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")

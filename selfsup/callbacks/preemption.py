@@ -5,9 +5,10 @@ ones restored at train end):
 
 - ``requeue_signal`` (``SIGUSR1``; SLURM sends it ``N`` s before the time limit with
   ``--signal=USR1@N``, or on ``scancel --signal=USR1 <job>``): **this callback**. At the end of the
-  current training step every rank saves one checkpoint together (``<dirpath>/<filename>``); the
-  loggers are flushed (wandb marked preempting and closed); then, inside a SLURM job, rank 0 runs
-  ``scontrol requeue <job>``; every process exits with code ``128 + signal``. The requeued job finds
+  current training step every rank saves one checkpoint together (``<dirpath>/<filename>``); once
+  Lightning has logged that step, the loggers are flushed (wandb marked preempting and closed); then,
+  inside a SLURM job, rank 0 runs ``scontrol requeue <job>``; every process exits with code
+  ``128 + signal``. The requeued job finds
   the checkpoint in the same run directory and continues exactly (see ``selfsup.run``).
 - ``SIGTERM`` (``scancel``, a SLURM preemption with ``PreemptMode=REQUEUE/CANCEL``, the time limit
   without ``--signal``, ``kill``, ``docker stop``): **this callback**, the same save and exit, no
@@ -69,6 +70,7 @@ class Preemption(L.Callback):
         self.requeue = requeue
         self.handle_sigterm = handle_sigterm
         self._received: signal.Signals | None = None
+        self._stopping: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
 
     @property
@@ -102,7 +104,8 @@ class Preemption(L.Callback):
         self._restore()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore()
+        if not isinstance(exception, Preempted):
+            self._restore()
 
     # ------------------------------------------------------------------ the step boundary
     def _agreed_code(self, trainer: L.Trainer, device: torch.device) -> int:
@@ -112,27 +115,49 @@ class Preemption(L.Callback):
         return int(trainer.strategy.reduce(torch.tensor(code, device=device), reduce_op="max").item())
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._stopping is not None:
+            return
         code = self._agreed_code(trainer, pl_module.device)
         if code:
-            self._stop(trainer, self.requeue_signal if code == REQUEUE else signal.SIGTERM)
+            # the state after this step, saved where Lightning's own step checkpoints are saved
+            trainer.save_checkpoint(self.path)  # collective; model, EMA, optimiser, loops, data position
+            self._stopping = self.requeue_signal if code == REQUEUE else signal.SIGTERM
+            if trainer.is_global_zero:
+                log.warning(
+                    "%s: saved %s at step %d (epoch %d); stopping",
+                    self._stopping.name, self.path, trainer.global_step, trainer.current_epoch,
+                )
 
-    def _stop(self, trainer: L.Trainer, signum: signal.Signals) -> None:
-        trainer.save_checkpoint(self.path)  # collective; holds model, EMA, optimiser, loops, data position
-        step, epoch = trainer.global_step, trainer.current_epoch
+    # Lightning logs the step's metrics after on_train_batch_end: stop at the next hook, so the
+    # history of this attempt ends with the step the checkpoint holds.
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._exit_if_stopping(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._exit_if_stopping(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._exit_if_stopping(trainer)
+
+    def _exit_if_stopping(self, trainer: L.Trainer) -> None:
+        if self._stopping is None:
+            return
+        signum, step = self._stopping, trainer.global_step
         exit_code = 128 + int(signum)
+        job = slurm_job_id()
+        requeued = False
         if trainer.is_global_zero:
-            log.warning("%s: saved %s at step %d (epoch %d); stopping", signum.name, self.path, step, epoch)
             for logger in trainer.loggers:
                 logger.save()
                 if isinstance(logger, WandbLogger):  # one run across attempts: close this part cleanly
                     logger.experiment.mark_preempting()
                     logger.experiment.finish(exit_code=exit_code)
-        trainer.strategy.barrier("preemption")
-        job = slurm_job_id()
-        requeued = False
-        if signum == self.requeue_signal and self.requeue and job is not None and trainer.is_global_zero:
-            requeued = requeue_job(job)
-        if trainer.is_global_zero:
+            if signum == self.requeue_signal and self.requeue and job is not None:
+                requeued = requeue_job(job)
             how = f"requeued SLURM job {job}" if requeued else "continue with resume=auto in the same run directory"
             log.warning("preempted at step %d: %s", step, how)
+        # No rank exits before the requeue is done (srun --kill-on-bad-exit would kill rank 0 first).
+        trainer.strategy.barrier("preemption")
+        # SLURM answers the requeue with SIGTERM to every task: expected, we are leaving anyway.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Preempted(exit_code)
