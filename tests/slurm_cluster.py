@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -110,7 +111,9 @@ class LocalSlurmCluster:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         self.conf.write_text(SLURM_CONF.format(root=self.root))
-        (self.root / "etc" / "hosts").write_text("127.0.0.1 localhost\n127.0.0.1 n1 n2\n::1 localhost ip6-localhost\n")
+        # the node names and this machine's own name (gloo resolves it) resolve to loopback, from a file
+        hosts = f"127.0.0.1 localhost\n127.0.0.1 {socket.gethostname()} n1 n2\n::1 localhost ip6-localhost\n"
+        (self.root / "etc" / "hosts").write_text(hosts)
         (self.root / "etc" / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         self.nsrun.write_text(NSRUN.format(ns=self.ns, root=self.root))
         self.nsrun.chmod(0o755)

@@ -44,8 +44,12 @@ def cluster(tmp_path_factory):
 
 
 def job_env(cluster: LocalSlurmCluster) -> dict[str, str]:
-    """What the jobs inherit (sbatch exports the submitter's environment)."""
-    return cli_env(SLURM_CONF=str(cluster.conf), PYTHON=sys.executable, MASTER_ADDR="127.0.0.1", **{"PATH": cluster.env()["PATH"]})
+    """What the jobs inherit (sbatch exports the submitter's environment). The two virtual nodes share
+    the machine's 2 cores: one intra-op thread per rank (Lightning would pick one per core per node)."""
+    return cli_env(
+        SLURM_CONF=str(cluster.conf), PYTHON=sys.executable, MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1",
+        PATH=cluster.env()["PATH"],
+    )
 
 
 def submit(cluster: LocalSlurmCluster, out_dir: Path, log: Path, wait: bool) -> str:
@@ -128,7 +132,7 @@ def test_preempted_job_requeues_and_continues_exactly(cluster, plain_job, tmp_pa
 def test_submitit_launcher_runs_the_same_job(cluster, plain_job, tmp_path):
     proc = run_command(
         SUBMITIT, tmp_path, [*TRAIN, "run_name=submitit", "hydra.launcher.timeout_min=15"], timeout=900,
-        prefix=[str(cluster.nsrun)], **{k: v for k, v in job_env(cluster).items() if k in ("SLURM_CONF", "PYTHON", "MASTER_ADDR", "PATH")},
+        prefix=[str(cluster.nsrun)], **{k: v for k, v in job_env(cluster).items() if k in ("SLURM_CONF", "PYTHON", "MASTER_ADDR", "OMP_NUM_THREADS", "PATH")},
     )
     run_dir = tmp_path / "ijepa" / "multirun" / "submitit" / "0"
     header = next(run_dir.parent.glob(".submitit/*/*_submission.sh")).read_text()
