@@ -26,7 +26,7 @@ FSDP = "python tools/train.py experiment=ijepa trainer=fsdp trainer.devices=2"
 
 def _run(command: str, tmp_path, name: str, *extra: str):
     # one intra-op thread per process (what Lightning picks for 2 processes on 2 cores), for all runs
-    proc = run_command(command, tmp_path, [*SMALL, f"run_name={name}", *extra], timeout=1200, OMP_NUM_THREADS="1")
+    proc = run_command(command, tmp_path, [*SMALL, f"run_name={name}", *extra], timeout=1200, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     return proc, read_checkpoint(tmp_path / "ijepa" / name / "checkpoints" / "last.ckpt")
 
 

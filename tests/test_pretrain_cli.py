@@ -145,6 +145,7 @@ def test_readme_overrides_run(tmp_path):
     assert cfg["data"]["batch_size"] == 32
     run_command("python tools/train.py experiment=ijepa mask.mode=official", tmp_path, ["debug=fast", "run_name=official"])
     assert read_checkpoint(tmp_path / "ijepa" / "official" / "checkpoints" / "last.ckpt")["config"]["mask"]["mode"] == "official"
+    assert summary_of(run_command("python tools/train.py experiment=ijepa", tmp_path, ["debug=fast", "run_name=quickstart"]).stdout)
 
 
 def test_wandb_logger_works_offline_without_a_key(tmp_path):
