@@ -1,13 +1,15 @@
 """A real SLURM cluster (two nodes, in a private loopback-only network namespace) runs 2-node DDP
-pretraining through ``tools/train.sbatch`` and through the Hydra submitit launcher, and a preemption
-(``scancel --signal=USR1``) requeues the job, which continues exactly: same final weights as the
-uninterrupted job, one run directory, one wandb run holding the history of both attempts.
+pretraining through ``tools/train.sbatch``; a preemption (``scancel --signal=USR1``) requeues the job,
+which continues exactly: same final weights as the uninterrupted job, one run directory, one wandb
+run holding the history of both attempts; the same job and preemption through the Hydra submitit
+launcher end with the same weights.
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,14 +131,42 @@ def test_preempted_job_requeues_and_continues_exactly(cluster, plain_job, tmp_pa
     assert first == list(range(saved)) and second == list(range(saved, STEPS))
 
 
-def test_submitit_launcher_runs_the_same_job(cluster, plain_job, tmp_path):
-    proc = run_command(
-        SUBMITIT, tmp_path, [*TRAIN, "run_name=submitit", "hydra.launcher.timeout_min=15"], timeout=900,
-        prefix=[str(cluster.nsrun)], **{k: v for k, v in job_env(cluster).items() if k in ("SLURM_CONF", "PYTHON", "MASTER_ADDR", "OMP_NUM_THREADS", "PATH")},
-    )
-    run_dir = tmp_path / "ijepa" / "multirun" / "submitit" / "0"
-    header = next(run_dir.parent.glob(".submitit/*/*_submission.sh")).read_text()
+def test_submitit_launcher_job_is_preempted_and_continues_exactly(cluster, plain_job, tmp_path):
+    """The README's launcher command, without run_name: both ranks and both attempts must land in the
+    one timestamped sweep directory. Preempted with USR1 mid-run, it ends with the plain job's weights."""
+    env = {k: v for k, v in job_env(cluster).items() if k in ("SLURM_CONF", "PYTHON", "MASTER_ADDR", "OMP_NUM_THREADS", "PATH")}
+    result: dict = {}
+
+    def launch() -> None:  # the launcher blocks until the job (all its attempts) is done
+        try:
+            result["proc"] = run_command(
+                SUBMITIT, tmp_path, [*TRAIN, "hydra.launcher.timeout_min=15"], timeout=1200, prefix=[str(cluster.nsrun)], **env,
+            )
+        except BaseException as err:  # noqa: BLE001 - reported by the test thread
+            result["error"] = err
+
+    launcher = threading.Thread(target=launch)
+    launcher.start()
+    deadline = time.time() + 600
+    while not list(tmp_path.glob("ijepa/multirun/*/0/checkpoints/step0000004.ckpt")):
+        assert time.time() < deadline and launcher.is_alive(), result
+        time.sleep(0.2)
+    job = cluster.run(["squeue", "-h", "-o", "%i"]).stdout.split()[0]  # the only job: <array job>_0
+    cluster.run(["scancel", "--signal=USR1", job], check=True)
+    cluster.wait_for(job, {"PENDING", "REQUEUED", "REQUEUE_HOLD"}, timeout=300)
+    cluster.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    launcher.join(timeout=1200)
+    assert not launcher.is_alive() and "error" not in result, result
+    assert "Submitit 'slurm' sweep output dir" in result["proc"].stdout + result["proc"].stderr
+
+    sweeps = list((tmp_path / "ijepa" / "multirun").iterdir())
+    assert len(sweeps) == 1, sweeps  # one directory for both ranks and both attempts
+    run_dir = sweeps[0] / "0"
+    header = next(sweeps[0].glob(".submitit/*/*_submission.sh")).read_text()
     for line in ("--nodes=2", "--ntasks-per-node=1", "--signal=USR1@120", "--open-mode=append", "--requeue"):
         assert f"#SBATCH {line}" in header, header
+    log = "\n".join(f.read_text() for f in sorted(sweeps[0].glob(".submitit/*/*_log.*")))
+    assert f"requeued SLURM job {job}" in log and f"resume=auto: resuming from {run_dir}/checkpoints/preempted.ckpt" in log, log[-4000:]
+    assert cluster.job_state(job)["Restarts"] == "1"
     assert_same_weights(final_state(plain_job[1]), final_state(run_dir))
-    assert "Submitit 'slurm' sweep output dir" in proc.stdout + proc.stderr
+    assert csv_steps(run_dir) == list(range(STEPS))
