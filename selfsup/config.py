@@ -82,6 +82,24 @@ def instantiate(cfg: DictConfig, **kwargs: Any) -> Any:
     return hydra.utils.instantiate(cfg, _convert_="all", **kwargs)
 
 
+def slurm_gpus_per_node(accelerator: str, devices: Any) -> int | None:
+    """``hydra.launcher.gpus_per_node`` from the trainer: its devices on GPU, none on CPU."""
+    if accelerator in ("gpu", "cuda"):
+        return int(devices)
+    if accelerator == "cpu":
+        return None
+    raise ConfigError(
+        f"trainer.accelerator={accelerator!r}: state trainer.accelerator=gpu (or cpu) when launching on "
+        "SLURM, so that the job asks for the GPUs the trainer will use"
+    )
+
+
+def register_resolvers() -> None:
+    """Resolvers the launcher configs use: ``${slurm_gpus_per_node:accelerator,devices}``, ``${add:a,b}``."""
+    OmegaConf.register_new_resolver("slurm_gpus_per_node", slurm_gpus_per_node, replace=True)
+    OmegaConf.register_new_resolver("add", lambda *xs: sum(int(x) for x in xs), replace=True)
+
+
 def _is_sweep(override: str) -> bool:
     return "," in override.split("=", 1)[-1] or "range(" in override or "choice(" in override
 

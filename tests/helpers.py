@@ -61,12 +61,16 @@ def kill_train_at_step(args: list[str], output_dir: Path, ckpt_dir: Path, step: 
     proc.wait()
 
 
-def run_command(command: str, output_dir: Path, extra: list[str] = (), timeout: float = 1800, check: bool = True, **env: str):
+def run_command(
+    command: str, output_dir: Path, extra: list[str] = (), timeout: float = 1800, check: bool = True,
+    prefix: list[str] = (), **env: str,
+):
     """Run a README command verbatim (``python tools/<x>.py ...``), with ``extra`` overrides appended
-    (outputs always go to ``output_dir``). The verbatim string is what ``test_readme.py`` looks for."""
+    (outputs always go to ``output_dir``). The verbatim string is what ``test_readme.py`` looks for.
+    ``prefix`` runs it through a wrapper (e.g. into the test SLURM cluster's network namespace)."""
     words = shlex.split(command)
     assert words[0] == "python" and words[1].startswith("tools/"), command
-    cmd = [sys.executable, str(ROOT / words[1]), *words[2:], *extra]
+    cmd = [*prefix, sys.executable, str(ROOT / words[1]), *words[2:], *extra]
     if words[1] == "tools/train.py":
         cmd.append(f"paths.output_dir={output_dir}")
     proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout)

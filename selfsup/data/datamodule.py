@@ -34,7 +34,9 @@ class ImageDataModule(L.LightningDataModule):
     ``val_transform``, ``mask_sampler`` (null for non-JEPA tasks), ``batch_size`` (per process),
     ``val_batch_size``, ``num_workers``, ``pin_memory`` (null: on when CUDA is available),
     ``persistent_workers``, ``shuffle``, ``drop_last``, ``seed``, ``skip_corrupt``, ``embedded``
-    (generator settings: ``image_size``, ``train_per_class``, ``val_per_class``, ``num_classes``, ``seed``).
+    (generator settings: ``image_size``, ``train_per_class``, ``val_per_class``, ``num_classes``, ``seed``),
+    ``accumulate_grad_batches`` (K micro-batches of ``batch_size`` per training batch, one per virtual
+    rank, see ``ResumableBatchSampler``: the global batch is ``batch_size x world size x K``).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int,
         skip_corrupt: bool,
         embedded: dict[str, Any] | None,
+        accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -80,6 +83,7 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.skip_corrupt = skip_corrupt
         self.embedded = dict(embedded or {})
+        self.accumulate_grad_batches = accumulate_grad_batches
         self.train_set: KeyedDataset | None = None
         self.val_set: KeyedDataset | None = None
         self.classes: list[str] = []
@@ -134,7 +138,8 @@ class ImageDataModule(L.LightningDataModule):
         self.setup()
         rank, world = self._rank_world()
         self._train_sampler = ResumableBatchSampler(
-            len(self.train_set), self.batch_size, self.shuffle, self.drop_last, self.seed, rank, world
+            len(self.train_set), self.batch_size, self.shuffle, self.drop_last, self.seed, rank, world,
+            self.accumulate_grad_batches,
         )
         if self._resume is not None:
             self._train_sampler.resume_at(*self._resume)

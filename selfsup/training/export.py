@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
@@ -17,8 +18,16 @@ from selfsup.models.vit import JEPAViT
 from selfsup.training.files import atomic_write
 
 
-def save_encoder(encoder: JEPAViT, path: str | os.PathLike, which: str, extra: dict[str, str] | None = None) -> None:
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
+def save_encoder(
+    encoder: JEPAViT,
+    path: str | os.PathLike,
+    which: str,
+    extra: dict[str, str] | None = None,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """Write ``encoder``'s weights (or ``state``, e.g. gathered from FSDP shards) with its timm metadata."""
+    state = encoder.state_dict() if state is None else state
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     metadata = {"format": "pt", "encoder": which, "timm_kwargs": json.dumps(encoder.timm_kwargs())}
     metadata.update(extra or {})
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
