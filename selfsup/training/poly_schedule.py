@@ -21,9 +21,9 @@ STYLES = ("mmcv", "mmengine")
 
 @dataclass
 class PolySchedule:
-    """Config keys (``configs/schedule/poly.yaml``): ``lr`` (base), ``warmup_steps``, ``warmup_ratio``,
-    ``power``, ``min_lr``, ``style`` (mmcv | mmengine), ``total_steps`` (null: the training module sets
-    it from the trainer: ``max_steps``, or ``max_epochs`` x batches per epoch)."""
+    """Config keys (``model.schedule`` of ``configs/model/seg_*.yaml``): ``lr`` (base), ``warmup_steps``,
+    ``warmup_ratio``, ``power``, ``min_lr``, ``style`` (mmcv | mmengine), ``total_steps`` (null: the
+    training module sets it from the trainer: ``max_steps``, or ``max_epochs`` x batches per epoch)."""
 
     lr: float
     warmup_steps: int
