@@ -149,7 +149,8 @@ def test_paper_recipe_commands_run_at_toy_scale(command, ade20k_copy, tmp_path):
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_identical(backbone_file, tmp_path):
     """Linear head (deterministic: no dropout, frozen backbone): 2 epochs straight == 1 epoch + resume=auto."""
-    common = [*FAST, f"backbone.checkpoint={backbone_file}", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
+    common = [*FAST, f"backbone.checkpoint={backbone_file}", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+              "model.schedule.total_steps=6"]  # the schedule of the 2-epoch run, also in the run stopped after 1
     run_command(LINEAR, tmp_path, [*common, "run_name=straight", "trainer.max_epochs=2"])
     run_command(LINEAR_RESUME, tmp_path, [*common, "trainer.max_epochs=1"])  # nothing to resume yet: starts
     proc = run_command(LINEAR_RESUME, tmp_path, [*common, "trainer.max_epochs=2"])
