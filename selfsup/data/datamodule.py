@@ -37,7 +37,12 @@ class ImageDataModule(L.LightningDataModule):
     (generator settings: ``image_size``, ``train_per_class``, ``val_per_class``, ``num_classes``, ``seed``),
     ``accumulate_grad_batches`` (K micro-batches of ``batch_size`` per training batch, one per virtual
     rank, see ``ResumableBatchSampler``: the global batch is ``batch_size x world size x K``).
+
+    Subclasses for other layouts (``tasks.segmentation.datamodule``) override ``SOURCES``,
+    ``_generate_embedded``, ``_source`` and ``_collator``; sampling and resume stay here.
     """
+
+    SOURCES: tuple[str, ...] = SOURCES
 
     def __init__(
         self,
@@ -62,8 +67,8 @@ class ImageDataModule(L.LightningDataModule):
         accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
-        if source not in SOURCES:
-            raise ValueError(f"data.source={source!r}; valid: {', '.join(SOURCES)}")
+        if source not in self.SOURCES:
+            raise ValueError(f"data.source={source!r}; valid: {', '.join(self.SOURCES)}")
         if root is None:
             raise ValueError(
                 f"data.root is required for data.source={source}: pass data.root=/path/to/dataset "
@@ -92,9 +97,12 @@ class ImageDataModule(L.LightningDataModule):
         self._resume: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ datasets
+    def _generate_embedded(self) -> None:
+        ensure_imagefolder(self.root, **self.embedded)
+
     def prepare_data(self) -> None:
         if self.source == "embedded":
-            ensure_imagefolder(self.root, **self.embedded)
+            self._generate_embedded()
 
     def _source(self, split: str):
         if self.source == "folder":
@@ -105,7 +113,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         if self.source == "embedded":
-            ensure_imagefolder(self.root, **self.embedded)
+            self._generate_embedded()
         train = self._source(self.train_split)
         self.classes = list(train.classes)
         self.train_set = KeyedDataset(train, self.train_transform, self.seed, self.skip_corrupt)
@@ -124,11 +132,14 @@ class ImageDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
+    def _collator(self, masks: bool) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        return BatchCollator(self.mask_sampler if masks else None, self.seed)
+
     def _loader(self, dataset: KeyedDataset, sampler: ResumableBatchSampler, masks: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=BatchCollator(self.mask_sampler if masks else None, self.seed),
+            collate_fn=self._collator(masks),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
