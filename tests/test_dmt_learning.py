@@ -9,7 +9,7 @@ from selfsup.data.embedded import ensure_imagefolder
 from selfsup.training.checkpoint import read_checkpoint
 from tests.helpers import logged_losses, probe_accuracy, run_train, summary_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def test_dmt_jepa_cpu_recipe_lowers_the_loss_and_its_probe_is_compared_to_random_init(tmp_path):

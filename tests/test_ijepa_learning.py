@@ -7,9 +7,9 @@ import pytest
 
 from tests.helpers import logged_losses, probe_accuracy, run_command, summary_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
-PROBE_MARGIN = 0.05  # absolute top-1 on 500 val images (10 classes); README Results has the numbers
+PROBE_MARGIN = 0.03  # absolute top-1 on 500 val images (10 classes); measured +5.0 (README Results)
 
 
 def test_quickstart_pretraining_learns_and_beats_random_init(tmp_path):
