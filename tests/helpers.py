@@ -74,3 +74,14 @@ def make_official_checkpoint(tmp_path, img=32, patch=8, dim=48, depth=2, heads=3
     path = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
     torch.save(ckpt, path)
     return path, enc, tgt, pred
+
+
+def uncompressed_rle(mask) -> list[int]:
+    """COCO's uncompressed RLE ``counts`` (column-major runs, starting with zeros) of a 2-D mask."""
+    import numpy as np
+
+    flat = np.asarray(mask).astype(np.uint8).flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat.size and flat[0] == 1 else runs
