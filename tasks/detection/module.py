@@ -3,6 +3,7 @@
 One training step (manual optimisation, everything a function of ``global_step``, so a resumed run
 continues exactly)::
 
+    seed the global RNG from (seed, step, rank)   # RPN / RoI sampling, drop-path
     lr = schedule.lr(step); every group gets lr * its layer-decay lr_scale
     losses = detector(images, targets)            # RPN + box + mask losses (torchvision)
     stop with a message if their sum is not finite (weights untouched)
@@ -32,6 +33,7 @@ from selfsup.models.vit import JEPAViT
 from selfsup.training.files import atomic_write
 from selfsup.training.pretrain import NonFiniteLossError
 from selfsup.training.step_schedule import WarmupMultiStepSchedule
+from selfsup.utils.seeding import derive_seed
 from tasks.detection.evaluation import coco_evaluate, predictions_to_coco
 from tasks.detection.optim import detection_param_groups
 from tasks.detection.visualize import save_comparison
@@ -53,7 +55,8 @@ class DetectionModule(L.LightningModule):
     ``optimizer`` (a partial taking parameter groups), ``schedule`` (``WarmupMultiStepSchedule``),
     ``layer_decay`` (ViT-B: 0.7), ``weight_decay``, ``no_weight_decay`` (vitdet | mae),
     ``clip_grad_norm`` (null: none, as ViTDet), ``eval_backend`` (faster_coco_eval | pycocotools),
-    ``iou_types``, ``mask_threshold``, ``output_dir``, ``num_visualized``, ``visualize_score_threshold``.
+    ``iou_types``, ``mask_threshold``, ``output_dir``, ``num_visualized``, ``visualize_score_threshold``,
+    ``seed`` (with the step and rank, seeds the sampling of anchors and RoIs and drop-path).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class DetectionModule(L.LightningModule):
         output_dir: str,
         num_visualized: int,
         visualize_score_threshold: float,
+        seed: int,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -83,6 +87,7 @@ class DetectionModule(L.LightningModule):
         self.eval_backend, self.iou_types, self.mask_threshold = eval_backend, list(iou_types), mask_threshold
         self.output_dir = Path(output_dir)
         self.num_visualized, self.visualize_score_threshold = num_visualized, visualize_score_threshold
+        self.seed = seed
         self._results: dict[int, list[dict]] = {}
         self._shown: list[tuple[torch.Tensor, dict, dict]] = []
         self._ground_truth: dict | None = None
@@ -99,6 +104,7 @@ class DetectionModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         optimizer = self.optimizers()
         step = self.global_step
+        torch.manual_seed(derive_seed(self.seed, step, self.global_rank))
         lr = self.schedule.lr(step)
         for group in optimizer.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
