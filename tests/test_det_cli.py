@@ -29,25 +29,38 @@ def small_embedded(tmp_path: Path, train: int = 16, val: int = 8) -> list[str]:
 
 
 def test_readme_detection_commands_run(tmp_path):
-    run_command("python tools/train.py experiment=ijepa run_name=pretrained", tmp_path, ["debug=fast"])
+    outputs = tmp_path / "outputs"
+    run_command("python tools/train.py experiment=ijepa run_name=pretrained", outputs, ["debug=fast", "data.batch_size=8"])
     proc = run_command(
-        "python tools/train.py experiment=det_vitdet 'backbone.checkpoint=${paths.output_dir}/ijepa/pretrained/checkpoints/last.ckpt'",
-        tmp_path, ["debug=fast", "run_name=det", *small_embedded(tmp_path)],
+        "python tools/train.py experiment=det_vitdet run_name=det 'backbone.checkpoint=${paths.output_dir}/ijepa/pretrained/checkpoints/last.ckpt'",
+        outputs, ["debug=fast", *small_embedded(tmp_path)],
     )
     line = summary_of(proc.stdout)
     assert set(METRIC_KEYS) <= set(metrics_of(line)), line
     assert "backbone: loaded target_encoder from" in proc.stdout + proc.stderr
-    out = tmp_path / "det_vitdet" / "det" / "predictions"
+    run = outputs / "det_vitdet" / "det"
+    out = run / "predictions"
     results = json.loads((out / "coco_instances_results.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 8 and set(metrics) >= {"bbox_AP", "segm_APl"}
     gt = COCO(str(tmp_path / "embedded_coco" / "annotations" / "instances_val.json"))
     if results:  # a 3-step model may find nothing above the score threshold
         assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(results[0])
-        gt.loadRes(results)
+        gt.loadRes(results)  # (adds keys to the dicts)
     assert len(list((out / "vis").glob("*.png"))) == 6  # model.num_visualized
-    config = read_checkpoint(tmp_path / "det_vitdet" / "det" / "checkpoints" / "last.ckpt")["config"]
+    config = read_checkpoint(run / "checkpoints" / "last.ckpt")["config"]
     assert config["backbone"]["checkpoint"].endswith("ijepa/pretrained/checkpoints/last.ckpt")
+
+    # evaluation alone, from the checkpoint (a path relative to the project root, as the run printed it)
+    proc = run_command("python tools/evaluate.py outputs/det_vitdet/det/checkpoints/last.ckpt", outputs,
+                       PROJECT_ROOT=str(tmp_path))
+    assert "evaluated " in proc.stdout, proc.stdout[-2000:]
+    again = json.loads((run / "eval" / "last" / "metrics.json").read_text())
+    assert again["images"] == 8
+    for key, value in metrics.items():
+        if key.startswith(("bbox_", "segm_")):
+            assert again[key] == value or (value != value and again[key] != again[key]), key  # nan == nan
+    assert (run / "eval" / "last" / "coco_instances_results.json").read_text() == (out / "coco_instances_results.json").read_text()
 
 
 def coco_2017_tree(tmp_path: Path) -> Path:
