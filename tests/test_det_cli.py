@@ -152,3 +152,10 @@ def test_resumed_detection_run_ends_bit_identical(tmp_path):
     assert straight["global_step"] == resumed["global_step"] == 4
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+@pytest.mark.slow
+def test_det_step_benchmark_runs(tmp_path):
+    proc = run_command("python tools/benchmark.py det-step", tmp_path, ["--batch", "1", "--warmup", "0", "--repeats", "1"])
+    assert "time ours/torchvision: train" in proc.stdout, proc.stdout
+    assert "aligned RoIAlign" in proc.stdout
