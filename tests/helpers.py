@@ -126,3 +126,12 @@ def logged_losses(run_dir: Path) -> list[float]:
     """``train/loss`` values of a run's CSV log, in order."""
     with open(run_dir / "csv" / "metrics.csv") as fh:
         return [float(row["train/loss"]) for row in csv.DictReader(fh) if row.get("train/loss")]
+def uncompressed_rle(mask) -> list[int]:
+    """COCO's uncompressed RLE ``counts`` (column-major runs, starting with zeros) of a 2-D mask."""
+    import numpy as np
+
+    flat = np.asarray(mask).astype(np.uint8).flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat.size and flat[0] == 1 else runs

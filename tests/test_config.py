@@ -41,8 +41,12 @@ def _group_cases():
             yield group, option
 
 
+# Options that only make sense inside a detection run: composed with the detection experiment.
+DETECTION_OPTIONS = {("data", "embedded_coco"), ("data", "coco"), ("model", "maskrcnn_vitdet"), ("schedule", "vitdet")}
+
+
 def _needs(group: str, option: str, tmp_path: Path) -> list[str]:
-    extra = []
+    extra = ["experiment=det_vitdet"] if (group, option) in DETECTION_OPTIONS else []
     if group == "data" and option != "embedded":
         extra.append(f"data.root={tmp_path}")
     if group == "trainer" and option == "gpu":

@@ -3,6 +3,7 @@
 
     python tools/benchmark.py pretrain-step          # I-JEPA step: ours vs a plain official-style step
     python tools/benchmark.py dmt-step               # DMT-JEPA step / I-JEPA step; target head: official all-patches / ours
+    python tools/benchmark.py det-step               # Mask R-CNN step (det_vitdet): ours vs stock torchvision parts
 
 Options after the name are passed to the measurement (e.g. ``--batch 16 --repeats 12``).
 """
@@ -51,7 +52,17 @@ def dmt_step(extra: list[str]) -> None:
           f"{ms['head-official'] / ms['head-ours']:.2f}x (released code re-expressed)")
 
 
-BENCHMARKS = {"pretrain-step": pretrain_step, "dmt-step": dmt_step}
+def det_step(extra: list[str]) -> None:
+    rows = {impl: run_isolated("selfsup.bench.det_step", ["--impl", impl, *extra]) for impl in ("torchvision", "ours")}
+    ours, stock = rows["ours"], rows["torchvision"]
+    print(f"Mask R-CNN (experiment=det_vitdet) at {ours['img']}px, batch {ours['batch']}, CPU fp32")
+    print(f"{'implementation':<52}{'train ms/step':>15}{'eval ms/batch':>15}{'peak RSS MB':>13}")
+    for name, row in (("torchvision (legacy RoIAlign, resize+pad, paste)", stock), ("ours (aligned RoIAlign, square pad, aligned paste)", ours)):
+        print(f"{name:<52}{row['train_ms']:>15.1f}{row['eval_ms']:>15.1f}{row['peak_rss_mb']:>13.0f}")
+    print(f"time ours/torchvision: train {ours['train_ms'] / stock['train_ms']:.2f}x, eval {ours['eval_ms'] / stock['eval_ms']:.2f}x")
+
+
+BENCHMARKS = {"pretrain-step": pretrain_step, "dmt-step": dmt_step, "det-step": det_step}
 
 
 def main() -> None:

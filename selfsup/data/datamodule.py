@@ -20,13 +20,14 @@ from selfsup.data.collate import BatchCollator
 from selfsup.data.embedded import ensure_imagefolder
 from selfsup.data.images import ImageFolderDataset, UnlabeledImageDataset
 from selfsup.data.keyed import KeyedDataset
+from selfsup.data.position import TrainingPosition
 from selfsup.data.sampling import ResumableBatchSampler
 from selfsup.masks.multiblock import MultiBlockMaskSampler
 
 SOURCES = ("embedded", "imagefolder", "folder")
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(TrainingPosition, L.LightningDataModule):
     """Images from the embedded dataset, an ImageFolder tree, or an unlabeled folder.
 
     Config keys (``configs/data/*.yaml``): ``source`` (embedded | imagefolder | folder), ``root``,
@@ -165,20 +166,3 @@ class ImageDataModule(L.LightningDataModule):
             len(self.val_set), self.val_batch_size, False, False, self.seed, rank, world
         )
         return self._loader(self.val_set, sampler, masks=False)
-
-    # ------------------------------------------------------------------ resume
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = self.trainer
-        if trainer is not None and trainer.training and isinstance(batch, dict) and "batch_index" in batch:
-            self._position = (batch["epoch"], batch["batch_index"] + 1)
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        if self._position is None:
-            return {}
-        return {"epoch": self._position[0], "next_batch": self._position[1]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict:
-            self._resume = (int(state_dict["epoch"]), int(state_dict["next_batch"]))
-            self._position = self._resume
