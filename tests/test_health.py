@@ -73,8 +73,9 @@ def test_constant_output_encoder_is_flagged_and_a_random_one_is_not():
     assert set(m) >= {f"health/loss_block{k}" for k in range(4)} | {"health/pred_target_cosine", "health/token_std"}
 
 
-def test_pretraining_logs_health_to_the_logger_and_console(tmp_path):
-    proc = run_command("python tools/train.py experiment=dmt_jepa debug=fast", tmp_path, ["run_name=h", "trainer.log_every_n_steps=2"])
+def test_pretraining_logs_health_and_pictures_to_every_logger_and_the_console(tmp_path):
+    proc = run_command("python tools/train.py experiment=dmt_jepa debug=fast", tmp_path,
+                       ["run_name=h", "trainer.log_every_n_steps=2", "logger=many", "callbacks.pictures.every_n_epochs=1"])
     line = summary_of(proc.stdout)
     assert "health/rankme=" in line and "health/collapsed=0" in line
     with open(tmp_path / "dmt_jepa" / "h" / "csv" / "metrics.csv") as fh:
@@ -85,3 +86,11 @@ def test_pretraining_logs_health_to_the_logger_and_console(tmp_path):
         assert 1.0 < float(r["health/rankme"]) <= 64 and 0.0 < float(r["health/ema_momentum"]) <= 1.0
         assert float(r["health/feature_std"]) > 0 and -1 <= float(r["health/pred_target_cosine"]) <= 1
         assert all(r[f"health/loss_block{k}"] for k in range(4))
+
+    run_dir = tmp_path / "dmt_jepa" / "h"
+    for kind in ("masks", "attention", "pca"):  # PNGs in the run dir (what a CSV-only run has) ...
+        assert (run_dir / "pictures" / kind / "epoch000.png").stat().st_size > 1000
+    events = b"".join(p.read_bytes() for p in (run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert b"health/rankme" in events and all(f"pictures/{k}".encode() in events for k in ("masks", "attention", "pca"))
+    media = list(run_dir.glob("wandb/offline-run-*/files/media/images/pictures/*.png"))
+    assert len(media) == 3, media  # ... and images in TensorBoard and wandb
