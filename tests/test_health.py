@@ -74,8 +74,8 @@ def test_constant_output_encoder_is_flagged_and_a_random_one_is_not():
 
 
 def test_pretraining_logs_health_and_pictures_to_every_logger_and_the_console(tmp_path):
-    proc = run_command("python tools/train.py experiment=dmt_jepa debug=fast", tmp_path,
-                       ["run_name=h", "trainer.log_every_n_steps=2", "logger=many", "callbacks.pictures.every_n_epochs=1"])
+    proc = run_command("python tools/train.py experiment=dmt_jepa callbacks.pictures.every_n_epochs=1", tmp_path,
+                       ["debug=fast", "run_name=h", "trainer.log_every_n_steps=2", "logger=many"])
     line = summary_of(proc.stdout)
     assert "health/rankme=" in line and "health/collapsed=0" in line
     with open(tmp_path / "dmt_jepa" / "h" / "csv" / "metrics.csv") as fh:
