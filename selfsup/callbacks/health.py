@@ -7,7 +7,7 @@ Every ``every_n_steps`` optimiser steps, from what the step already computed (no
 - ``health/feature_std``: mean per-dimension std of those features after L2 normalisation
   (``1/sqrt(D)`` when spread over the sphere, 0 at collapse);
 - ``health/token_rankme``, ``health/token_std``: the same over the patch tokens of this batch
-  (dimensional collapse of the dense features);
+  (dimensional collapse of the dense features; at most ``num_tokens`` tokens, evenly strided);
 - ``health/pred_target_cosine``: cosine similarity of predictor outputs and their targets;
 - ``health/loss_block{k}``: the loss of each target block;
 - ``health/ema_momentum``: the EMA momentum used by this step;
@@ -40,7 +40,7 @@ def health_metrics(
     collapse_rank: float,
 ) -> dict[str, float]:
     """Every ``health/*`` value except the momentum, from pooled features ``[n, D]``, patch tokens
-    ``[B, N, D]`` and the predictions/targets of one step."""
+    ``[..., D]`` and the predictions/targets of one step."""
     dim = pooled.shape[-1]
     metrics = {
         "health/rankme": rankme(pooled),
@@ -61,15 +61,17 @@ class RepresentationHealth(L.Callback):
 
     Config keys (``configs/callbacks/pretrain.yaml`` ``health``): ``every_n_steps`` (after optimiser
     steps that are multiples of it; the config sets ``trainer.log_every_n_steps`` so every computed value
-    is written exactly once, at the step it describes), ``num_features``
-    (pooled features kept for RankMe; RankMe is at most ``min(num_features, D)``), ``collapse_std``,
-    ``collapse_rank``, ``prog_bar`` (show rankme, feature_std and collapsed in the progress bar).
+    is written exactly once, at the step it describes), ``num_features`` (pooled features kept for
+    RankMe; RankMe is at most ``min(num_features, D)``), ``num_tokens`` (patch tokens used for the
+    token metrics), ``collapse_std``, ``collapse_rank``, ``prog_bar`` (show rankme, feature_std and
+    collapsed in the progress bar).
     """
 
     def __init__(
         self,
         every_n_steps: int = 10,
         num_features: int = 512,
+        num_tokens: int = 4096,
         collapse_std: float = 0.1,
         collapse_rank: float = 2.0,
         prog_bar: bool = True,
@@ -78,6 +80,7 @@ class RepresentationHealth(L.Callback):
             raise ValueError(f"every_n_steps={every_n_steps} must be >= 1 and num_features={num_features} >= 2")
         self.every_n_steps = every_n_steps
         self.num_features = num_features
+        self.num_tokens = num_tokens
         self.collapse_std = collapse_std
         self.collapse_rank = collapse_rank
         self.prog_bar = prog_bar
@@ -103,8 +106,10 @@ class RepresentationHealth(L.Callback):
         step = trainer.global_step  # already counts this step's optimiser update
         if step % self.every_n_steps:
             return
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        flat = flat[:: max(1, -(-flat.shape[0] // self.num_tokens))]
         metrics = health_metrics(
-            queue, tokens.cpu(), out.prediction.cpu(), out.target.cpu(), len(batch["masks_pred"]),
+            queue, flat.cpu(), out.prediction.cpu(), out.target.cpu(), len(batch["masks_pred"]),
             pl_module.objective.loss, self.collapse_std, self.collapse_rank,
         )
         metrics["health/ema_momentum"] = float(pl_module.schedule.momentum(step - 1))
