@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -163,5 +164,6 @@ def test_named_run_resumes_with_resume_auto(tmp_path):
     assert "resume=auto: resuming from" in proc.stderr + proc.stdout
     ckpt = read_checkpoint(tmp_path / "ijepa" / "myrun" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1
-    steps = [line.split(",")[1] for line in (tmp_path / "ijepa" / "myrun" / "csv" / "metrics.csv").read_text().splitlines()[1:]]
-    assert [int(x) for x in steps] == list(range(6))  # one CSV history across both attempts
+    with open(tmp_path / "ijepa" / "myrun" / "csv" / "metrics.csv", newline="") as fh:
+        steps = [int(row["step"]) for row in csv.DictReader(fh)]
+    assert steps == list(range(6))  # one CSV history across both attempts
