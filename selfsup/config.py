@@ -69,11 +69,8 @@ def check_keys(cfg: Any, path: str = "") -> None:
                         )
         for key in cfg:
             node = cfg._get_node(key)
-            if node is not None and not node._is_missing() and not node._is_interpolation():
-                check_keys(cfg[key], f"{path}.{key}" if path else str(key))
-            elif node is not None and node._is_interpolation():
-                value = cfg[key]
-                check_keys(value, f"{path}.{key}" if path else str(key))
+            if node is not None and not node._is_missing():
+                check_keys(cfg[key], f"{path}.{key}" if path else str(key))  # interpolations resolved
     elif isinstance(cfg, ListConfig):
         for i, item in enumerate(cfg):
             check_keys(item, f"{path}[{i}]")
@@ -83,6 +80,24 @@ def instantiate(cfg: DictConfig, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` after ``check_keys``, converting containers to plain Python."""
     check_keys(cfg)
     return hydra.utils.instantiate(cfg, _convert_="all", **kwargs)
+
+
+def slurm_gpus_per_node(accelerator: str, devices: Any) -> int | None:
+    """``hydra.launcher.gpus_per_node`` from the trainer: its devices on GPU, none on CPU."""
+    if accelerator in ("gpu", "cuda"):
+        return int(devices)
+    if accelerator == "cpu":
+        return None
+    raise ConfigError(
+        f"trainer.accelerator={accelerator!r}: state trainer.accelerator=gpu (or cpu) when launching on "
+        "SLURM, so that the job asks for the GPUs the trainer will use"
+    )
+
+
+def register_resolvers() -> None:
+    """Resolvers the launcher configs use: ``${slurm_gpus_per_node:accelerator,devices}``, ``${add:a,b}``."""
+    OmegaConf.register_new_resolver("slurm_gpus_per_node", slurm_gpus_per_node, replace=True)
+    OmegaConf.register_new_resolver("add", lambda *xs: sum(int(x) for x in xs), replace=True)
 
 
 def _is_sweep(override: str) -> bool:

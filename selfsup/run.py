@@ -7,6 +7,7 @@ prints the final summary line that says where everything went.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -17,10 +18,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.callbacks.checkpoint import backbone_paths
+from selfsup.callbacks.preemption import Preempted
 from selfsup.callbacks.run_config import RunConfig
 from selfsup.config import ConfigError, instantiate
 from selfsup.training.checkpoint import CheckpointError, read_checkpoint
 from selfsup.training.pretrain import NonFiniteLossError
+from selfsup.training.slurm import check_task_layout, slurm_job_id, slurm_restart_count
 
 log = logging.getLogger("selfsup")
 
@@ -29,6 +32,8 @@ log = logging.getLogger("selfsup")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Step checkpoints hold the state after the optimiser step, which is the state a resume needs.
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
@@ -48,8 +53,14 @@ def find_resume_checkpoint(run_dir: Path) -> Path | None:
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
+    """``resume`` -> a checkpoint path or None. ``null`` starts fresh, except in a SLURM job that was
+    requeued (``SLURM_RESTART_COUNT`` > 0), which continues as with ``auto``."""
     if resume in (None, "", "none"):
-        return None
+        restarts = slurm_restart_count()
+        if not restarts:
+            return None
+        log.info("SLURM job %s restarted (%d): continuing its run directory as with resume=auto", slurm_job_id(), restarts)
+        resume = "auto"
     if resume == "auto":
         found = find_resume_checkpoint(run_dir)
         if found is None:
@@ -103,6 +114,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except Exception as err:
         raise ConfigError(f"the config does not resolve: {err}") from err
 
+    try:
+        check_task_layout(cfg.trainer.num_nodes, cfg.trainer.devices)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
@@ -117,6 +133,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except NonFiniteLossError as err:
         last = getattr(trainer.checkpoint_callback, "last_model_path", "")
         raise NonFiniteLossError(f"{err} Last good checkpoint: {last or 'none saved yet'}") from None
+    except Preempted:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # state saved (and job requeued): leave quietly
+        raise
     line = summary_line(trainer, run_dir, time.time() - start)
     if trainer.is_global_zero:
         print(line, flush=True)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
+from selfsup.config import instantiate
+from selfsup.eval.linear_probe import extract_pooled, fit_linear_probe
 from selfsup.reference.ijepa import RefPredictor, RefViT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,12 +41,36 @@ def run_train(args: list[str], output_dir: Path, timeout: float = 900, check: bo
     return proc
 
 
-def run_command(command: str, output_dir: Path, extra: list[str] = (), timeout: float = 1800, check: bool = True, **env: str):
+# A run that checkpoints after every optimiser step, in one process, without validation or exports.
+EVERY_STEP_CHECKPOINTS = [
+    "data.num_workers=0", "data.persistent_workers=false", "trainer.limit_val_batches=0",
+    "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.every_n_epochs=null",
+    "callbacks.model_checkpoint.export_backbones=false",
+]
+
+
+def kill_train_at_step(args: list[str], output_dir: Path, ckpt_dir: Path, step: int, sig: int = signal.SIGKILL) -> None:
+    """Start ``tools/train.py <args>``; once the checkpoint of optimiser step ``step`` appears in
+    ``ckpt_dir``, send ``sig`` to the process and wait for it to die."""
+    cmd = [sys.executable, str(TRAIN), *args, f"paths.output_dir={output_dir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(ckpt_dir.glob(f"*step{step:07d}.ckpt")):
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    proc.wait()
+
+
+def run_command(
+    command: str, output_dir: Path, extra: list[str] = (), timeout: float = 1800, check: bool = True,
+    prefix: list[str] = (), **env: str,
+):
     """Run a README command verbatim (``python tools/<x>.py ...``), with ``extra`` overrides appended
-    (outputs always go to ``output_dir``). The verbatim string is what ``test_readme.py`` looks for."""
+    (outputs always go to ``output_dir``). The verbatim string is what ``test_readme.py`` looks for.
+    ``prefix`` runs it through a wrapper (e.g. into the test SLURM cluster's network namespace)."""
     words = shlex.split(command)
     assert words[0] == "python" and words[1].startswith("tools/"), command
-    cmd = [sys.executable, str(ROOT / words[1]), *words[2:], *extra]
+    cmd = [*prefix, sys.executable, str(ROOT / words[1]), *words[2:], *extra]
     if words[1] == "tools/train.py":
         cmd.append(f"paths.output_dir={output_dir}")
     proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
@@ -74,3 +104,34 @@ def make_official_checkpoint(tmp_path, img=32, patch=8, dim=48, depth=2, heads=3
     path = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
     torch.save(ckpt, path)
     return path, enc, tgt, pred
+
+
+def probe_accuracy(run_dir: Path, checkpoint: Path | None) -> float:
+    """Linear-probe top-1 on the embedded val split of average-pooled target-encoder features
+    (``checkpoint=None``: the same architecture at its random initialisation)."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.backbone.checkpoint = str(checkpoint) if checkpoint else None
+    cfg.data.train_transform = cfg.data.val_transform  # no augmentation for probe features
+    cfg.data.update(mask_sampler=None, shuffle=False, drop_last=False, num_workers=0, persistent_workers=False)
+    torch.manual_seed(0)
+    encoder = instantiate(cfg.backbone)
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    train = extract_pooled(encoder, data.train_dataloader())
+    val = extract_pooled(encoder, data.val_dataloader())
+    return fit_linear_probe(*train, *val)
+
+
+def logged_losses(run_dir: Path) -> list[float]:
+    """``train/loss`` values of a run's CSV log, in order."""
+    with open(run_dir / "csv" / "metrics.csv") as fh:
+        return [float(row["train/loss"]) for row in csv.DictReader(fh) if row.get("train/loss")]
+def uncompressed_rle(mask) -> list[int]:
+    """COCO's uncompressed RLE ``counts`` (column-major runs, starting with zeros) of a 2-D mask."""
+    import numpy as np
+
+    flat = np.asarray(mask).astype(np.uint8).flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat.size and flat[0] == 1 else runs

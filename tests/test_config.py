@@ -42,10 +42,12 @@ def _group_cases():
 
 
 PROBING_OPTIONS = {("model", "probe"), ("model", "probe_grid"), ("model", "knn"), ("backbone", "timm"), ("schedule", "warmup_cosine")}
+# Options that only make sense inside a detection run: composed with the detection experiment.
+DETECTION_OPTIONS = {("data", "embedded_coco"), ("data", "coco"), ("model", "maskrcnn_vitdet"), ("schedule", "vitdet")}
 
 
 def _needs(group: str, option: str, tmp_path: Path) -> list[str]:
-    extra = []
+    extra = ["experiment=det_vitdet"] if (group, option) in DETECTION_OPTIONS else []
     if group == "data" and option != "embedded":
         extra.append(f"data.root={tmp_path}")
     if group == "trainer" and option == "gpu":

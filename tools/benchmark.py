@@ -3,6 +3,8 @@
 
     python tools/benchmark.py pretrain-step          # I-JEPA step: ours vs a plain official-style step
     python tools/benchmark.py probe-heads            # probe-head training steps on cached ViT-B tokens
+    python tools/benchmark.py dmt-step               # DMT-JEPA step / I-JEPA step; target head: official all-patches / ours
+    python tools/benchmark.py det-step               # Mask R-CNN step (det_vitdet): ours vs stock torchvision parts
 
 Options after the name are passed to the measurement (e.g. ``--batch 16 --repeats 12``).
 """
@@ -73,7 +75,39 @@ def probe_heads(extra: list[str]) -> None:
         print(f"top-1: best epoch of {a.epochs} (efficient-probing protocol, un-augmented cached features) with {a.checkpoint}")
 
 
-BENCHMARKS = {"pretrain-step": pretrain_step, "probe-heads": probe_heads}
+def dmt_step(extra: list[str]) -> None:
+    impls = ("ijepa", "dmt", "head-ours", "head-all", "head-official")
+    rows = {impl: run_isolated("selfsup.bench.dmt_step", ["--impl", impl, *extra]) for impl in impls}
+    first = rows["dmt"]
+    print(f"DMT-JEPA cost, ViT-{first['size']} at {first['img']}px ({first['tokens']} patches), batch {first['batch']}, "
+          f"CPU fp32; {first['target_patches_per_image']:.1f} distinct target patches per image")
+    print(f"{'measurement':<58}{'ms (median)':>13}{'peak RSS MB':>14}")
+    labels = {
+        "ijepa": "I-JEPA training step",
+        "dmt": "DMT-JEPA training step",
+        "head-ours": "target head, ours (target patches only)",
+        "head-all": "target head, same modules at every patch (official)",
+        "head-official": "target head, released code re-expressed (every patch)",
+    }
+    for impl in impls:
+        print(f"{labels[impl]:<58}{rows[impl]['ms_median']:>13.1f}{rows[impl]['peak_rss_mb']:>14.0f}")
+    ms = {impl: rows[impl]["ms_median"] for impl in impls}
+    print(f"DMT-JEPA step / I-JEPA step: {ms['dmt'] / ms['ijepa']:.3f}x (goal <= 1.15x)")
+    print(f"target head, official all-patches / ours: {ms['head-all'] / ms['head-ours']:.2f}x (same modules), "
+          f"{ms['head-official'] / ms['head-ours']:.2f}x (released code re-expressed)")
+
+
+def det_step(extra: list[str]) -> None:
+    rows = {impl: run_isolated("selfsup.bench.det_step", ["--impl", impl, *extra]) for impl in ("torchvision", "ours")}
+    ours, stock = rows["ours"], rows["torchvision"]
+    print(f"Mask R-CNN (experiment=det_vitdet) at {ours['img']}px, batch {ours['batch']}, CPU fp32")
+    print(f"{'implementation':<52}{'train ms/step':>15}{'eval ms/batch':>15}{'peak RSS MB':>13}")
+    for name, row in (("torchvision (legacy RoIAlign, resize+pad, paste)", stock), ("ours (aligned RoIAlign, square pad, aligned paste)", ours)):
+        print(f"{name:<52}{row['train_ms']:>15.1f}{row['eval_ms']:>15.1f}{row['peak_rss_mb']:>13.0f}")
+    print(f"time ours/torchvision: train {ours['train_ms'] / stock['train_ms']:.2f}x, eval {ours['eval_ms'] / stock['eval_ms']:.2f}x")
+
+
+BENCHMARKS = {"pretrain-step": pretrain_step, "dmt-step": dmt_step, "det-step": det_step, "probe-heads": probe_heads}
 
 
 def main() -> None:

@@ -13,26 +13,37 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # usable from a plain checkout
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+# processes started for this run (DDP ranks, submitit jobs on SLURM nodes) import selfsup from here too
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from selfsup.config import ConfigError, preflight  # noqa: E402
+from selfsup.config import ConfigError, preflight, register_resolvers  # noqa: E402
+
+register_resolvers()
+# configs/hydra/launcher/submitit_slurm.yaml is checked against the plugin's schema of the same name, on purpose
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from selfsup.run import run
+    from selfsup.training.checkpoint import CheckpointError
 
     try:
         run(cfg)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except CheckpointError as err:
+        print(f"checkpoint error: {err}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import statistics
@@ -9,6 +10,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+
+import torch
+
+from selfsup.masks.multiblock import MultiBlockMaskSampler
+from selfsup.utils.seeding import seeded_generator
 
 
 def current_rss_mb() -> float:
@@ -45,3 +51,22 @@ def run_isolated(module: str, args: list[str]) -> dict:
     so peak memory is not shared between the implementations being compared)."""
     out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training-step benchmark takes (defaults: ViT-Tiny/16 at 224, batch 8)."""
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--img", type=int, default=224)
+    parser.add_argument("--patch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--pred-depth", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def synthetic_jepa_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, list]:
+    """Fixed random images and one official-sampler mask draw per measured step."""
+    sampler = MultiBlockMaskSampler(mode="official", input_size=args.img, patch_size=args.patch)
+    images = torch.randn(args.batch, 3, args.img, args.img, generator=torch.Generator().manual_seed(0))
+    return images, [sampler(args.batch, seeded_generator(0, i)) for i in range(args.warmup + args.repeats)]

@@ -13,15 +13,13 @@ import json
 
 import torch
 
-from selfsup.bench.measure import time_steps
-from selfsup.masks.multiblock import MultiBlockMaskSampler
+from selfsup.bench.measure import add_step_arguments, synthetic_jepa_inputs, time_steps
 from selfsup.models.ema import ema_update_
 from selfsup.models.predictor import JEPAPredictor
 from selfsup.models.vit import vit
 from selfsup.objectives.ijepa import IJEPA
 from selfsup.reference.ijepa import RefPredictor, RefViT, ref_ijepa_loss
 from selfsup.training.optim import jepa_param_groups
-from selfsup.utils.seeding import seeded_generator
 
 
 def build(impl: str, size: str, img: int, patch: int, pred_depth: int):
@@ -46,22 +44,13 @@ def build(impl: str, size: str, img: int, patch: int, pred_depth: int):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--impl", choices=("ours", "naive"), required=True)
-    p.add_argument("--size", default="tiny")
-    p.add_argument("--img", type=int, default=224)
-    p.add_argument("--patch", type=int, default=16)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--pred-depth", type=int, default=6)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
+    add_step_arguments(p)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = build(a.impl, a.size, a.img, a.patch, a.pred_depth)
     modules = {"encoder": model.encoder, "predictor": model.predictor}
     optimizer = torch.optim.AdamW(jepa_param_groups(modules), lr=1e-4)
-    sampler = MultiBlockMaskSampler(mode="official", input_size=a.img, patch_size=a.patch)
-    images = torch.randn(a.batch, 3, a.img, a.img, generator=torch.Generator().manual_seed(0))
-    masks = [sampler(a.batch, seeded_generator(0, i)) for i in range(a.warmup + a.repeats)]
+    images, masks = synthetic_jepa_inputs(a)
 
     def step(i: int) -> None:
         masks_enc, masks_pred = masks[i]

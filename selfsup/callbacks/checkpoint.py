@@ -8,6 +8,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from selfsup.training.export import save_encoder
+from selfsup.training.fsdp import full_state_dict, is_sharded
 
 ENCODERS = ("target_encoder", "encoder")
 
@@ -32,13 +33,16 @@ class BackboneCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
-        if not (self.export_backbones and trainer.is_global_zero):
+        if not self.export_backbones:
             return
         objective = getattr(trainer.lightning_module, "objective", None)
         for name, path in backbone_paths(filepath).items():
             encoder = getattr(objective, name, None)
-            if encoder is not None:
-                save_encoder(encoder, path, which=name, extra={"global_step": str(trainer.global_step)})
+            if encoder is None or not (trainer.is_global_zero or is_sharded(encoder)):
+                continue
+            state = full_state_dict(encoder) if is_sharded(encoder) else None  # collective under FSDP
+            if trainer.is_global_zero:
+                save_encoder(encoder, path, which=name, extra={"global_step": str(trainer.global_step)}, state=state)
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)

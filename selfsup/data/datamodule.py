@@ -20,13 +20,14 @@ from selfsup.data.collate import BatchCollator
 from selfsup.data.embedded import ensure_imagefolder
 from selfsup.data.images import ImageFolderDataset, UnlabeledImageDataset
 from selfsup.data.keyed import KeyedDataset
+from selfsup.data.position import TrainingPosition
 from selfsup.data.sampling import ResumableBatchSampler
 from selfsup.masks.multiblock import MultiBlockMaskSampler
 
 SOURCES = ("embedded", "imagefolder", "folder")
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(TrainingPosition, L.LightningDataModule):
     """Images from the embedded dataset, an ImageFolder tree, or an unlabeled folder.
 
     Config keys (``configs/data/*.yaml``): ``source`` (embedded | imagefolder | folder), ``root``,
@@ -34,8 +35,15 @@ class ImageDataModule(L.LightningDataModule):
     ``val_transform``, ``mask_sampler`` (null for non-JEPA tasks), ``batch_size`` (per process),
     ``val_batch_size``, ``num_workers``, ``pin_memory`` (null: on when CUDA is available),
     ``persistent_workers``, ``shuffle``, ``drop_last``, ``seed``, ``skip_corrupt``, ``embedded``
-    (generator settings: ``image_size``, ``train_per_class``, ``val_per_class``, ``num_classes``, ``seed``).
+    (generator settings: ``image_size``, ``train_per_class``, ``val_per_class``, ``num_classes``, ``seed``),
+    ``accumulate_grad_batches`` (K micro-batches of ``batch_size`` per training batch, one per virtual
+    rank, see ``ResumableBatchSampler``: the global batch is ``batch_size x world size x K``).
+
+    Subclasses for other layouts (``tasks.segmentation.datamodule``) override ``SOURCES``,
+    ``_generate_embedded``, ``_source`` and ``_collator``; sampling and resume stay here.
     """
+
+    SOURCES: tuple[str, ...] = SOURCES
 
     def __init__(
         self,
@@ -57,10 +65,11 @@ class ImageDataModule(L.LightningDataModule):
         seed: int,
         skip_corrupt: bool,
         embedded: dict[str, Any] | None,
+        accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
-        if source not in SOURCES:
-            raise ValueError(f"data.source={source!r}; valid: {', '.join(SOURCES)}")
+        if source not in self.SOURCES:
+            raise ValueError(f"data.source={source!r}; valid: {', '.join(self.SOURCES)}")
         if root is None:
             raise ValueError(
                 f"data.root is required for data.source={source}: pass data.root=/path/to/dataset "
@@ -80,6 +89,7 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.skip_corrupt = skip_corrupt
         self.embedded = dict(embedded or {})
+        self.accumulate_grad_batches = accumulate_grad_batches
         self.train_set: KeyedDataset | None = None
         self.val_set: KeyedDataset | None = None
         self.classes: list[str] = []
@@ -88,9 +98,12 @@ class ImageDataModule(L.LightningDataModule):
         self._resume: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ datasets
+    def _generate_embedded(self) -> None:
+        ensure_imagefolder(self.root, **self.embedded)
+
     def prepare_data(self) -> None:
         if self.source == "embedded":
-            ensure_imagefolder(self.root, **self.embedded)
+            self._generate_embedded()
 
     def _source(self, split: str):
         if self.source == "folder":
@@ -101,7 +114,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         if self.source == "embedded":
-            ensure_imagefolder(self.root, **self.embedded)
+            self._generate_embedded()
         train = self._source(self.train_split)
         self.classes = list(train.classes)
         self.train_set = KeyedDataset(train, self.train_transform, self.seed, self.skip_corrupt)
@@ -120,11 +133,14 @@ class ImageDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
+    def _collator(self, masks: bool) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        return BatchCollator(self.mask_sampler if masks else None, self.seed)
+
     def _loader(self, dataset: KeyedDataset, sampler: ResumableBatchSampler, masks: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=BatchCollator(self.mask_sampler if masks else None, self.seed),
+            collate_fn=self._collator(masks),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -134,7 +150,8 @@ class ImageDataModule(L.LightningDataModule):
         self.setup()
         rank, world = self._rank_world()
         self._train_sampler = ResumableBatchSampler(
-            len(self.train_set), self.batch_size, self.shuffle, self.drop_last, self.seed, rank, world
+            len(self.train_set), self.batch_size, self.shuffle, self.drop_last, self.seed, rank, world,
+            self.accumulate_grad_batches,
         )
         if self._resume is not None:
             self._train_sampler.resume_at(*self._resume)
@@ -149,20 +166,3 @@ class ImageDataModule(L.LightningDataModule):
             len(self.val_set), self.val_batch_size, False, False, self.seed, rank, world
         )
         return self._loader(self.val_set, sampler, masks=False)
-
-    # ------------------------------------------------------------------ resume
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = self.trainer
-        if trainer is not None and trainer.training and isinstance(batch, dict) and "batch_index" in batch:
-            self._position = (batch["epoch"], batch["batch_index"] + 1)
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        if self._position is None:
-            return {}
-        return {"epoch": self._position[0], "next_batch": self._position[1]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict:
-            self._resume = (int(state_dict["epoch"]), int(state_dict["next_batch"]))
-            self._position = self._resume

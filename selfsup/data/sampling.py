@@ -7,6 +7,12 @@ order the official I-JEPA loader sees. The keys travel with the samples to the c
 the mask sampler from them, and to the dataset, which seeds the augmentation of each sample from
 ``(seed, epoch, index)``: data order, augmentations and masks are the same for any number of
 workers, and after a resume in the middle of an epoch (``resume_at``).
+
+Gradient accumulation is data parallelism over time: with ``accumulate=K`` one process plays ``K``
+*virtual ranks*. The epoch is sharded over ``world_size * K`` virtual ranks; process ``r`` owns
+virtual ranks ``r*K ... r*K+K-1`` and each batch it yields holds one micro-batch of each, in that
+order, every key carrying its virtual rank (which seeds the masks). So two processes with ``K=1``
+and one process with ``K=2`` see the same micro-batches with the same masks, step for step.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from torch.utils.data import Sampler
 class SampleKey(NamedTuple):
     index: int  # index into the dataset
     epoch: int
-    batch: int  # batch number within the epoch, on this rank
-    rank: int
+    batch: int  # batch (optimiser step) number within the epoch
+    rank: int  # virtual rank: process rank * accumulate + micro-batch index
 
 
 class ResumableBatchSampler(Sampler[list[SampleKey]]):
-    """Batches of ``SampleKey`` for one rank; ``len()`` is always the full epoch."""
+    """Batches of ``SampleKey`` for one rank (``accumulate`` micro-batches of ``batch_size`` each);
+    ``len()`` is always the full epoch, in optimiser steps."""
 
     def __init__(
         self,
@@ -36,11 +43,14 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        accumulate: int = 1,
     ) -> None:
         if num_samples <= 0:
             raise ValueError("the dataset is empty")
         if batch_size <= 0:
             raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        if accumulate <= 0:
+            raise ValueError(f"data.accumulate_grad_batches must be positive, got {accumulate}")
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -48,14 +58,24 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.accumulate = accumulate
         self.epoch = 0
         self._resume: tuple[int, int] | None = None
-        per_rank = -(-num_samples // world_size)
+        per_rank = -(-num_samples // self.virtual_world_size)
         if drop_last and per_rank < batch_size:
             raise ValueError(
                 f"data.batch_size={batch_size} is larger than the {per_rank} samples each of the "
-                f"{world_size} process(es) gets per epoch; lower data.batch_size or add data"
+                f"{world_size} process(es) x {accumulate} accumulated micro-batch(es) gets per epoch; "
+                "lower data.batch_size or add data"
             )
+
+    @property
+    def virtual_world_size(self) -> int:
+        return self.world_size * self.accumulate
+
+    @property
+    def virtual_ranks(self) -> range:
+        return range(self.rank * self.accumulate, (self.rank + 1) * self.accumulate)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -69,26 +89,32 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         """Start ``epoch`` at batch ``batch`` (the first batch not yet trained)."""
         self._resume = (epoch, batch)
 
-    def rank_indices(self, epoch: int) -> list[int]:
+    def rank_indices(self, epoch: int, virtual_rank: int | None = None) -> list[int]:
+        """Dataset indices of ``virtual_rank`` (default: this process's first) for ``epoch``."""
+        virtual_rank = self.virtual_ranks[0] if virtual_rank is None else virtual_rank
+        world = self.virtual_world_size
         if self.shuffle:
             g = torch.Generator()
             g.manual_seed(self.seed + epoch)
             indices = torch.randperm(self.num_samples, generator=g).tolist()
         else:
             indices = list(range(self.num_samples))
-        total = -(-self.num_samples // self.world_size) * self.world_size
+        total = -(-self.num_samples // world) * world
         padding = total - len(indices)
         indices += (indices * (padding // len(indices) + 1))[:padding]
-        return indices[self.rank : total : self.world_size]
+        return indices[virtual_rank:total:world]
 
     def __len__(self) -> int:
-        per_rank = -(-self.num_samples // self.world_size)
+        per_rank = -(-self.num_samples // self.virtual_world_size)
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
 
     def __iter__(self):
         epoch = self.epoch
         start = self._resume[1] if self._resume and self._resume[0] == epoch else 0
-        indices = self.rank_indices(epoch)
+        shards = {v: self.rank_indices(epoch, v) for v in self.virtual_ranks}
         for b in range(start, len(self)):
-            chunk = indices[b * self.batch_size : (b + 1) * self.batch_size]
-            yield [SampleKey(i, epoch, b, self.rank) for i in chunk]
+            yield [
+                SampleKey(i, epoch, b, v)
+                for v, indices in shards.items()
+                for i in indices[b * self.batch_size : (b + 1) * self.batch_size]
+            ]

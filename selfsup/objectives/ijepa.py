@@ -81,27 +81,42 @@ class IJEPA(nn.Module):
         self.target_encoder.eval()  # the target never uses drop-path
         return self
 
+    # -- the two places a variant changes (DMT-JEPA: selfsup/objectives/dmt_jepa.py) ---------------
+    def targets_at(
+        self, h: torch.Tensor, grid: tuple[int, int], masks_pred: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Targets of the target blocks from the normalised target features ``h [B, N, D]``:
+        ``([npred*B, Nt, D], logs)``. I-JEPA: the features themselves."""
+        return apply_masks(h, masks_pred), {}
+
+    def context_features(self, z: torch.Tensor) -> torch.Tensor:
+        """What the predictor sees of the encoded context ``[nenc*B, Nc, D]``. I-JEPA: ``z`` itself."""
+        return z
+
     # -- the step --------------------------------------------------------------------------------
     @torch.no_grad()
     def forward_target(
         self, images: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(targets [npred*nenc*B, Nt, D], target-encoder tokens [B, N, D])``."""
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``(targets [npred*nenc*B, Nt, D], target-encoder tokens [B, N, D], logs)``."""
         tokens = self.target_encoder.forward_tokens(images)
         h = F.layer_norm(tokens, (tokens.size(-1),))
-        h = apply_masks(h, masks_pred)
-        return repeat_interleave_batch(h, images.shape[0], repeat=len(masks_enc)), tokens
+        grid = self.target_encoder.grid_for(images.shape[-2], images.shape[-1])
+        h, logs = self.targets_at(h, grid, masks_pred)
+        return repeat_interleave_batch(h, images.shape[0], repeat=len(masks_enc)), tokens, logs
 
     def forward_context(
         self, images: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
     ) -> torch.Tensor:
-        z = self.encoder.forward_tokens(images, masks_enc)
+        z = self.context_features(self.encoder.forward_tokens(images, masks_enc))
         grid = self.encoder.grid_for(images.shape[-2], images.shape[-1])
         return self.predictor(z, masks_enc, masks_pred, grid)
 
     def forward(
         self, images: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
     ) -> JEPAOutput:
-        h, tokens = self.forward_target(images, masks_enc, masks_pred)
+        h, tokens, logs = self.forward_target(images, masks_enc, masks_pred)
         z = self.forward_context(images, masks_enc, masks_pred)
-        return JEPAOutput(loss=regression_loss(self.loss, z, h), prediction=z, target=h, target_tokens=tokens)
+        return JEPAOutput(
+            loss=regression_loss(self.loss, z, h), prediction=z, target=h, target_tokens=tokens, logs=logs
+        )

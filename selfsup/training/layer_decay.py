@@ -3,14 +3,14 @@
 Parameter ``p`` of a network containing a ViT with ``num_layers`` blocks gets a layer id:
 position embedding and patch embedding (and class/register tokens) 0, ``blocks.i.*`` ``i + 1``,
 everything else (final norm, necks, decode heads) ``num_layers + 1``. Its learning rate is
-``base_lr * layer_decay ** (num_layers + 1 - layer_id)``. Biases, 1-D parameters and the position
-embedding get no weight decay.
+``base_lr * layer_decay ** (num_layers + 1 - layer_id)``. By default biases, 1-D parameters and the
+position embedding get no weight decay (BEiT / MAE); ``no_decay`` replaces that rule (e.g. ViTDet's).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
@@ -35,20 +35,25 @@ def layer_decay_param_groups(
     num_layers: int,
     layer_decay: float,
     weight_decay: float,
+    no_decay: Callable[[str, nn.Parameter], bool] | None = None,
 ) -> list[dict]:
-    """Parameter groups with an ``lr_scale`` each (multiply the base LR by it every step)."""
+    """Parameter groups with an ``lr_scale`` each (multiply the base LR by it every step).
+
+    ``no_decay(name, param)`` says which parameters get weight decay 0 (default: the BEiT / MAE rule).
+    """
+    exempt = no_decay or _no_decay
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in named_parameters:
         if not param.requires_grad:
             continue
         layer = vit_layer_id(name, num_layers)
-        no_decay = _no_decay(name, param)
+        no_decay_here = exempt(name, param)
         group = groups.setdefault(
-            (layer, no_decay),
+            (layer, no_decay_here),
             {
-                "name": f"layer{layer}{'_no_decay' if no_decay else ''}",
+                "name": f"layer{layer}{'_no_decay' if no_decay_here else ''}",
                 "params": [],
-                "weight_decay": 0.0 if no_decay else weight_decay,
+                "weight_decay": 0.0 if no_decay_here else weight_decay,
                 "lr_scale": layer_decay ** (num_layers + 1 - layer),
             },
         )

@@ -8,6 +8,15 @@ first call sees ``step = 1``; the momentum generator is consumed *after* the opt
 first value (``k = 0``) is ``ema[0]``. Here ``lr(s)``/``wd(s)`` take that 1-based ``s`` and
 ``momentum(k)`` the 0-based update index, so optimiser step ``k`` uses ``lr(k+1)``, ``wd(k+1)``,
 ``momentum(k)``.
+
+Global-batch-aware learning rate: ``start_lr``, ``ref_lr`` and ``final_lr`` are the values for
+``reference_batch_size`` images per optimiser step (2048 in the official I-JEPA configs). At another
+global batch ``G`` the whole LR curve is multiplied by ``lr_scale_factor(lr_scaling, G, reference)``:
+``G / reference`` (``linear``, Goyal et al. 2017), ``sqrt(G / reference)`` (``sqrt``, the rule for
+adaptive optimisers), or 1 (``none``). The I-JEPA authors warn that "linear learning rate scaling
+rules don't hold very well" for self-supervised ViTs (facebookresearch/ijepa#41): keep the reference
+batch when you can, and treat the scaled value as a starting point to tune. Weight decay and the EMA
+range are not scaled.
 """
 
 from __future__ import annotations
@@ -15,6 +24,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+def lr_scale_factor(rule: str, global_batch_size: int, reference_batch_size: int | None) -> float:
+    """How much the recipe's learning rates are multiplied by at ``global_batch_size`` (see module doc)."""
+    if rule not in LR_SCALING:
+        raise ValueError(f"schedule.lr_scaling={rule!r}; valid: {', '.join(LR_SCALING)}")
+    if rule == "none" or not reference_batch_size:
+        return 1.0
+    ratio = global_batch_size / reference_batch_size
+    return ratio if rule == "linear" else math.sqrt(ratio)
 
 
 @dataclass
@@ -24,7 +45,9 @@ class JEPASchedule:
     Config keys (``configs/schedule/*.yaml``): ``epochs``, ``warmup_epochs``, ``start_lr``,
     ``ref_lr``, ``final_lr``, ``weight_decay``, ``final_weight_decay``, ``ema`` ([start, end]),
     ``ipe_scale``, ``steps_per_epoch`` (null: the training module sets it from the data loader,
-    like the official ``ipe = len(loader)``).
+    like the official ``ipe = len(loader)``), ``reference_batch_size`` (the global batch the learning
+    rates are stated for; null: never scale), ``lr_scaling`` (none | linear | sqrt),
+    ``global_batch_size`` (null: the training module sets it to batch size x processes x accumulation).
     """
 
     epochs: int
@@ -37,6 +60,19 @@ class JEPASchedule:
     ema: Sequence[float]
     ipe_scale: float = 1.0
     steps_per_epoch: int | None = None
+    reference_batch_size: int | None = None
+    lr_scaling: str = "linear"
+    global_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        lr_scale_factor(self.lr_scaling, 1, None)  # validates the rule name early
+
+    @property
+    def lr_factor(self) -> float:
+        """The factor applied to every learning rate at ``global_batch_size`` (1 until it is known)."""
+        if not self.global_batch_size:
+            return 1.0
+        return lr_scale_factor(self.lr_scaling, self.global_batch_size, self.reference_batch_size)
 
     def _ipe(self) -> int:
         if not self.steps_per_epoch:
@@ -52,7 +88,11 @@ class JEPASchedule:
         return int(self.ipe_scale * self.epochs * self._ipe())
 
     def lr(self, step: int) -> float:
-        """``WarmupCosineSchedule`` at 1-based step ``step``."""
+        """``WarmupCosineSchedule`` at 1-based step ``step``, times ``lr_factor``."""
+        return self.lr_factor * self.recipe_lr(step)
+
+    def recipe_lr(self, step: int) -> float:
+        """``WarmupCosineSchedule`` at 1-based step ``step`` at the reference batch (unscaled)."""
         warmup = self.warmup_steps
         if step < warmup:
             progress = step / max(1, warmup)

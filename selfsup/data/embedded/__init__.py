@@ -16,7 +16,7 @@ from PIL import Image
 from selfsup.data.embedded.cache import write_once
 from selfsup.data.embedded.render import SHAPES, render_object_image
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: class-specific materials in the classification export
 
 
 def ensure_imagefolder(

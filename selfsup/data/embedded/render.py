@@ -1,8 +1,9 @@
 """Procedural scenes: textured shapes on textured backgrounds, with occlusion.
 
-The class of an object is its **shape**; colours, textures, scale, rotation and position are random
-and shared by all classes, so colour or texture statistics alone do not give the class away and a
-representation has to capture shape to classify well. ``render_object_image`` draws one labelled
+In the classification export the class of an image is its object's **shape together with its
+material** (``materials.MATERIALS``: one surface pattern per class, in random colours); scale,
+rotation, position and occluders are random. In the scene exports the class of an object is its
+shape; colours and textures are random and shared by all classes. ``render_object_image`` draws one labelled
 object (plus occluders) for classification; ``render_scene`` draws several objects and returns their
 visible instance masks and a semantic map, for segmentation and detection exports.
 """
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from selfsup.data.embedded.materials import material, smooth_background
 
 SHAPES = (
     "circle",
@@ -137,14 +140,15 @@ def _occluders(rng: np.random.Generator, size: int, count: int) -> list[tuple[np
 
 
 def render_object_image(rng: np.random.Generator, size: int, label: int) -> np.ndarray:
-    """One object of class ``label`` (radius 22-42 % of the image), 0-2 occluders. ``uint8 [H, W, 3]``."""
-    canvas = texture(rng, size)
-    radius = rng.uniform(0.22, 0.42) * size
-    center = tuple(rng.uniform(radius * 0.6, size - radius * 0.6, size=2))
+    """One object of class ``label``: shape ``SHAPES[label]`` in material ``MATERIALS[label]`` (random
+    colours; radius 28-45 % of the image) on a smooth background, 0-1 occluders. ``uint8 [H, W, 3]``."""
+    canvas = smooth_background(rng, size)
+    radius = rng.uniform(0.28, 0.45) * size
+    center = tuple(rng.uniform(radius * 0.7, size - radius * 0.7, size=2))
     mask = shape_mask(SHAPES[label], size, center, radius, rng.uniform(0, 2 * math.pi))
-    _paste(canvas, texture(rng, size), mask)
-    for occ_mask, occ_tex in _occluders(rng, size, int(rng.integers(0, 3))):
-        _paste(canvas, occ_tex, occ_mask)
+    _paste(canvas, material(rng, label, size), mask)
+    for occ_mask, _ in _occluders(rng, size, int(rng.integers(0, 2))):
+        _paste(canvas, smooth_background(rng, size), occ_mask)
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,39 @@
+"""Slow DMT-JEPA checks: the CPU recipe learns (loss, linear probe against random init), and a paper
+recipe runs end to end (ImageNet layout, 224 px, official sampler, bf16 autocast) on a tiny stand-in."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfsup.data.embedded import ensure_imagefolder
+from selfsup.training.checkpoint import read_checkpoint
+from tests.helpers import logged_losses, probe_accuracy, run_train, summary_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+
+def test_dmt_jepa_cpu_recipe_lowers_the_loss_and_its_probe_is_compared_to_random_init(tmp_path):
+    proc = run_train(["experiment=dmt_jepa", "run_name=learn"], tmp_path, timeout=3000)
+    run_dir = tmp_path / "dmt_jepa" / "learn"
+    losses = logged_losses(run_dir)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    trained = probe_accuracy(run_dir, run_dir / "checkpoints" / "last.ckpt")
+    random = probe_accuracy(run_dir, None)
+    print(f"\n{summary_of(proc.stdout)}\nloss {first:.4f} -> {last:.4f}; linear probe: DMT-JEPA {trained:.3f}, random init {random:.3f}")
+    assert last < 0.7 * first
+    assert trained > 0.2 and random > 0.2  # 10 classes: both well above chance (0.1)
+    # What the embedded recipe supports today (README, Results): no claim that the probe beats random init.
+
+
+def test_paper_recipe_runs_end_to_end_on_a_tiny_imagenet_layout(tmp_path):
+    root = ensure_imagefolder(tmp_path / "imagenet", image_size=96, train_per_class=2, val_per_class=1, num_classes=4)
+    run_train(
+        ["experiment=dmt_jepa_vitb16_in1k", f"data.root={root}", "trainer.accelerator=cpu", "debug=fast",
+         "trainer.limit_train_batches=2", "data.batch_size=2", "data.val_batch_size=2", "backbone.depth=2",
+         "predictor.depth=1", "run_name=b16"],
+        tmp_path,
+    )
+    ckpt = read_checkpoint(tmp_path / "dmt_jepa_vitb16_in1k" / "b16" / "checkpoints" / "last.ckpt")
+    cfg = ckpt["config"]
+    assert ckpt["global_step"] == 2 and cfg["trainer"]["precision"] == "bf16-mixed" and cfg["mask"]["mode"] == "official"
+    assert ckpt["state_dict"]["objective.target_head.cls_blocks.0.attn.q.weight"].shape == (768, 768)
