@@ -128,8 +128,9 @@ def untrained_metrics(overrides: list[str], tmp_path: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured 2026-11-27: untrained box AP 0.00, trained 0.09 (AP50 0.34), mask AP 0.02 "
-                   "after the 747-step recipe; the det_vitdet recipe does not learn detection yet (README Results)")
+@pytest.mark.skip(reason="open (issue 6): measured 2026-11-27, untrained box AP 0.00, trained 0.09 (AP50 0.34), mask AP 0.02 "
+                  "after the 747-step recipe; the det_vitdet recipe does not learn detection yet (README Results). "
+                  "Skipped rather than xfailed: 36 CPU minutes that assert nothing do not fit the CI budget")
 def test_detection_learns_on_the_embedded_data(tmp_path):
     """The CPU recipe, from a random backbone, reaches a box AP far above the untrained model's."""
     data = [f"data.root={tmp_path}/embedded_coco"]

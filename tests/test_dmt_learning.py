@@ -21,8 +21,8 @@ def test_dmt_jepa_cpu_recipe_lowers_the_loss_and_its_probe_is_compared_to_random
     random = probe_accuracy(run_dir, None)
     print(f"\n{summary_of(proc.stdout)}\nloss {first:.4f} -> {last:.4f}; linear probe: DMT-JEPA {trained:.3f}, random init {random:.3f}")
     assert last < 0.7 * first
-    assert trained > 0.2 and random > 0.2  # 10 classes: both well above chance (0.1)
-    # What the embedded recipe supports today (README, Results): no claim that the probe beats random init.
+    # measured 2026-11-27 (README Results): 20.4 % vs 16.4 % at random init (10 classes, 500 val images)
+    assert trained > random + 0.02
 
 
 def test_paper_recipe_runs_end_to_end_on_a_tiny_imagenet_layout(tmp_path):

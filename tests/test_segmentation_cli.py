@@ -174,7 +174,8 @@ def _untrained_miou(experiment: str, tmp_path: Path) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment,command", [("seg_linear", RESULT_LINEAR_RANDOM), ("seg_upernet", RESULT_UPERNET_RANDOM)])
+# UperNet (RESULT_UPERNET_RANDOM) is left out: its 3-epoch run has not been measured yet (README Results)
+@pytest.mark.parametrize("experiment,command", [("seg_linear", RESULT_LINEAR_RANDOM)])
 def test_a_short_run_clearly_beats_the_untrained_head(experiment, command, tmp_path):
     """The README's Results runs from a random backbone (3 epochs) at least double the untrained mIoU.
 
