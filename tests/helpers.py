@@ -135,3 +135,11 @@ def uncompressed_rle(mask) -> list[int]:
     bounds = np.concatenate([[0], change, [flat.size]])
     runs = np.diff(bounds).tolist()
     return [0, *runs] if flat.size and flat[0] == 1 else runs
+
+
+def learning_numbers(run_dir: Path) -> tuple[float, float, float, float]:
+    """``(first loss, last loss, probe top-1 trained, probe top-1 at random init)`` of a pretraining run:
+    losses averaged over the first and last three logged steps, probes as ``probe_accuracy``."""
+    losses = logged_losses(run_dir)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    return first, last, probe_accuracy(run_dir, run_dir / "checkpoints" / "last.ckpt"), probe_accuracy(run_dir, None)

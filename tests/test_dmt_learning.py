@@ -7,7 +7,7 @@ import pytest
 
 from selfsup.data.embedded import ensure_imagefolder
 from selfsup.training.checkpoint import read_checkpoint
-from tests.helpers import logged_losses, probe_accuracy, run_train, summary_of
+from tests.helpers import learning_numbers, run_train, summary_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -15,10 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 def test_dmt_jepa_cpu_recipe_lowers_the_loss_and_its_probe_is_compared_to_random_init(tmp_path):
     proc = run_train(["experiment=dmt_jepa", "run_name=learn"], tmp_path, timeout=3000)
     run_dir = tmp_path / "dmt_jepa" / "learn"
-    losses = logged_losses(run_dir)
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    trained = probe_accuracy(run_dir, run_dir / "checkpoints" / "last.ckpt")
-    random = probe_accuracy(run_dir, None)
+    first, last, trained, random = learning_numbers(run_dir)
     print(f"\n{summary_of(proc.stdout)}\nloss {first:.4f} -> {last:.4f}; linear probe: DMT-JEPA {trained:.3f}, random init {random:.3f}")
     assert last < 0.7 * first
     # measured 2026-11-27 (README Results): 20.4 % vs 16.4 % at random init (10 classes, 500 val images)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import logged_losses, probe_accuracy, run_command, summary_of
+from tests.helpers import learning_numbers, run_command, summary_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -17,10 +17,7 @@ def test_quickstart_pretraining_learns_and_beats_random_init(tmp_path):
     summary = summary_of(proc.stdout)
     run_dir = tmp_path / "ijepa" / "learn"
     assert "checkpoint:" in summary and (run_dir / "checkpoints" / "last.target_encoder.safetensors").exists()
-    losses = logged_losses(run_dir)
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    trained = probe_accuracy(run_dir, run_dir / "checkpoints" / "last.ckpt")
-    random = probe_accuracy(run_dir, None)
+    first, last, trained, random = learning_numbers(run_dir)
     print(f"\n{summary}\nloss {first:.4f} -> {last:.4f}; linear probe: I-JEPA {trained:.3f}, random init {random:.3f}")
     assert last < 0.7 * first
     assert trained > random + PROBE_MARGIN
