@@ -43,7 +43,7 @@ def test_export_round_trip_through_timm_is_exact(tmp_path):
     run_command("python tools/export.py checkpoint=outputs/ijepa/myrun/checkpoints/last.ckpt out=encoder.safetensors",
                 tmp_path, [f"checkpoint={ckpt}", f"out={out}"])
     spec = json.loads((tmp_path / "encoder.json").read_text())
-    assert spec["encoder"] == "target_encoder" and spec["model_args"]["embed_dim"] == 192
+    assert spec["encoder"] == "target_encoder" and spec["model_args"]["embed_dim"] == 128
     model = _timm_model(tmp_path / "encoder.json")
     images = torch.randn(3, 3, 64, 64)
     with torch.no_grad():

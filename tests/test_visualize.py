@@ -18,7 +18,7 @@ from selfsup.viz.masks import mask_frequency
 from tests.helpers import run_command
 
 PANEL = 128
-ARCH = dict(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3)  # the ijepa experiment's encoder
+ARCH = dict(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3)  # a small CPU-sized encoder
 
 
 def _png(path) -> np.ndarray:
