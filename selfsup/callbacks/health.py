@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from selfsup.data.collate import micro_batches
 from selfsup.eval.health import cosine, loss_per_block, normalized_std, rankme
 
 log = logging.getLogger("selfsup")
@@ -109,7 +110,7 @@ class RepresentationHealth(L.Callback):
         flat = tokens.reshape(-1, tokens.shape[-1])
         flat = flat[:: max(1, -(-flat.shape[0] // self.num_tokens))]
         metrics = health_metrics(
-            queue, flat.cpu(), out.prediction.cpu(), out.target.cpu(), len(batch["masks_pred"]),
+            queue, flat.cpu(), out.prediction.cpu(), out.target.cpu(), len(micro_batches(batch)[-1]["masks_pred"]),
             pl_module.objective.loss, self.collapse_std, self.collapse_rank,
         )
         metrics["health/ema_momentum"] = float(pl_module.schedule.momentum(step - 1))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.data.collate import micro_batches
 from selfsup.probes.head import ProbeHead
 from selfsup.probing.features import FeatureSpec
 from selfsup.probing.heads import build_pool
@@ -91,7 +92,7 @@ class OnlineProbe(L.Callback):
 
     # ------------------------------------------------------------------ training
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        labels = batch["labels"]
+        labels = micro_batches(batch)[-1]["labels"]  # outputs["output"] is the last micro-batch's
         if (labels < 0).any():
             if not self._unlabelled:
                 log.warning("online probe: the training batches are unlabelled (label -1); it does not train")
