@@ -22,12 +22,14 @@ SMALL = [
 DDP = "python tools/train.py experiment=ijepa trainer=ddp trainer.devices=2"
 ACCUMULATE = "python tools/train.py experiment=ijepa data.accumulate_grad_batches=2"
 FSDP = "python tools/train.py experiment=ijepa trainer=fsdp trainer.devices=2"
+DMT_DDP = "python tools/train.py experiment=dmt_jepa trainer=ddp trainer.devices=2"
+DMT_ACCUMULATE = "python tools/train.py experiment=dmt_jepa data.accumulate_grad_batches=2"
 
 
-def _run(command: str, tmp_path, name: str, *extra: str):
+def _run(command: str, tmp_path, name: str, *extra: str, task: str = "ijepa"):
     # one intra-op thread per process (what Lightning picks for 2 processes on 2 cores), for all runs
     proc = run_command(command, tmp_path, [*SMALL, f"run_name={name}", *extra], timeout=1200, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    return proc, read_checkpoint(tmp_path / "ijepa" / name / "checkpoints" / "last.ckpt")
+    return proc, read_checkpoint(tmp_path / task / name / "checkpoints" / "last.ckpt")
 
 
 def _max_difference(a: dict, b: dict) -> float:
@@ -74,3 +76,13 @@ def test_fsdp_shards_the_ema_target_and_matches_ddp(ddp_run, tmp_path):
     state = fsdp["state_dict"]
     exported, _ = load_encoder(tmp_path / "ijepa" / "fsdp" / "checkpoints" / "last.target_encoder.safetensors")
     assert all(torch.equal(v, state[f"objective.target_encoder.{k}"]) for k, v in exported.items())
+
+
+def test_dmt_jepa_on_two_ddp_processes_matches_one_process_accumulating(tmp_path):
+    """DMT-JEPA (both heads and their EMA included) under DDP equals gradient accumulation."""
+    proc, ddp = _run(DMT_DDP, tmp_path, "ddp", task="dmt_jepa")
+    assert "rank consistency: all 2 processes hold bit-identical copies" in proc.stdout + proc.stderr
+    _, single = _run(DMT_ACCUMULATE, tmp_path, "accumulate", task="dmt_jepa")
+    assert any(k.startswith("objective.target_head.") for k in ddp["state_dict"])
+    same = _max_difference(ddp["state_dict"], single["state_dict"])
+    assert same < 1e-5, same
