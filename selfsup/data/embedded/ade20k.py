@@ -23,7 +23,7 @@ from PIL import Image
 from selfsup.data.embedded.cache import write_once
 from selfsup.data.embedded.render import SHAPES, render_scene
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: objects drawn in their class's material (was: random textures)
 SPLITS = (("training", "train"), ("validation", "val"))
 
 

@@ -6,7 +6,7 @@ settings change), the layout of COCO 2017 with split names ``train`` / ``val``::
     <root>/annotations/instances_train.json   <root>/train/000001.png ...
     <root>/annotations/instances_val.json     <root>/val/000001.png ...
 
-Each image is a ``render_scene``: 1..``max_objects`` textured shapes (10 categories, ``SHAPES``),
+Each image is a ``render_scene``: 1..``max_objects`` shapes, each in its class's material (10 categories, ``SHAPES``),
 later ones occluding earlier ones, plus random occluders. An annotation is the *visible* part of an
 object: its segmentation is a polygon list when that part has no hole (traced exactly along pixel
 edges, so decoding it gives the rendered mask back), and compressed RLE when it has one (rings,
@@ -28,7 +28,7 @@ from selfsup.data.embedded.cache import write_once
 from selfsup.data.embedded.polygons import mask_to_polygons
 from selfsup.data.embedded.render import SHAPES, render_scene
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: objects drawn in their class's material (was: random textures)
 SPLITS = ("train", "val")
 
 

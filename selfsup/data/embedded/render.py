@@ -1,9 +1,10 @@
-"""Procedural scenes: textured shapes on textured backgrounds, with occlusion.
+"""Procedural images: shapes in class materials on smooth backgrounds, with occlusion.
 
-In the classification export the class of an image is its object's **shape together with its
-material** (``materials.MATERIALS``: one surface pattern per class, in random colours); scale,
-rotation, position and occluders are random. In the scene exports the class of an object is its
-shape; colours and textures are random and shared by all classes. ``render_object_image`` draws one labelled
+In every export the class of an object is its **shape together with its material**
+(``materials.MATERIALS``: one surface pattern per class, in random colours); scale, rotation,
+position and occluders are random. (Scene exports before format version 2 gave objects random
+textures shared by all classes: with shape as the only cue, a pixel's local feature could not tell
+the classes apart and no CPU-sized head learnt them.) ``render_object_image`` draws one labelled
 object (plus occluders) for classification; ``render_scene`` draws several objects and returns their
 visible instance masks and a semantic map, for segmentation and detection exports.
 """
@@ -153,8 +154,9 @@ def render_object_image(rng: np.random.Generator, size: int, label: int) -> np.n
 
 
 def render_scene(rng: np.random.Generator, size: int, max_objects: int = 4) -> Scene:
-    """1..max_objects objects of random classes (later ones occlude earlier ones) plus occluders."""
-    canvas = texture(rng, size)
+    """1..max_objects objects of random classes, each its shape in its material (later ones occlude
+    earlier ones), on a smooth background, plus 0-1 occluders in random textures (not a class)."""
+    canvas = smooth_background(rng, size)
     owner = np.full((size, size), -1, dtype=np.int64)
     classes: list[int] = []
     for k in range(int(rng.integers(1, max_objects + 1))):
@@ -162,11 +164,11 @@ def render_scene(rng: np.random.Generator, size: int, max_objects: int = 4) -> S
         radius = rng.uniform(0.1, 0.25) * size
         center = tuple(rng.uniform(radius * 0.5, size - radius * 0.5, size=2))
         mask = shape_mask(SHAPES[label], size, center, radius, rng.uniform(0, 2 * math.pi))
-        _paste(canvas, texture(rng, size), mask)
+        _paste(canvas, material(rng, label, size), mask)
         owner[mask] = k
         classes.append(label)
-    for occ_mask, occ_tex in _occluders(rng, size, int(rng.integers(0, 2))):
-        _paste(canvas, occ_tex, occ_mask)
+    for occ_mask, occ_texture in _occluders(rng, size, int(rng.integers(0, 2))):
+        _paste(canvas, occ_texture, occ_mask)
         owner[occ_mask] = -1
     masks = [owner == k for k in range(len(classes))]
     semantic = np.zeros((size, size), dtype=np.uint8)
