@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torchvision import transforms as T
 
 from selfsup.data.sampling import SampleKey
-from selfsup.probing.attention_maps import render_attention_maps
+from selfsup.probing.attention_maps import query_maps, render_attention_maps
 
 log = logging.getLogger("selfsup")
 
@@ -58,12 +58,7 @@ class AttentionMaps(L.Callback):
         n = min(self.num_images, len(dataset))
         images = torch.stack([dataset[SampleKey(i, 0, 0, 0)]["image"] for i in range(n)])
         tokens = pl_module.features(images.to(pl_module.device))["tokens"]
-        was_training = pool.training
-        pool.eval()
-        spec = pl_module.features.spec(tuple(images.shape[-2:]))
-        maps = pool.attention_maps(tokens).float().cpu()[..., spec.num_prefix_tokens :]
-        pool.train(was_training)
-        maps = maps.reshape(n, maps.shape[1], *spec.grid)
+        maps = query_maps(pool, tokens, pl_module.features.spec(tuple(images.shape[-2:])))
         mean, std = _normalization(dm.val_transform)
         path = Path(trainer.default_root_dir) / self.dirname / f"epoch{trainer.current_epoch:03d}.png"
         render_attention_maps(images * std + mean, maps, path, self.max_queries, f"{type(pool).__name__}, epoch {trainer.current_epoch}")
