@@ -7,9 +7,11 @@ An *attention source* turns images into maps over the patch grid: ``attention_ma
   so each map is the attention every patch *receives*, averaged over all query patches (the mean
   over heads first, then single heads).
 - ``QueryProbeAttention``: a probe with learned queries (EP, attentive poolers) on top of the
-  encoder. The probe is any ``nn.Module`` with ``attention_weights(tokens [B, N, D]) -> [B, Q, N]``
-  (the softmax weights of its queries over the tokens); one map per query. The EP probe of the
-  probing issue exposes this method; until it is merged any module with it can be plugged in.
+  encoder. The probe is any ``nn.Module`` with ``attention_maps(tokens [B, N, D]) -> [B, Q, N]``
+  (the name of ``selfsup/probes``: EP, AbMILP, DOLG) or ``attention_weights`` (the same: the softmax
+  weights of its queries over the tokens); one map per query. It reads ``encoder.forward_tokens``
+  (after the final norm); a trained probe checkpoint is drawn on its own features (blocks, norm)
+  by ``tools/visualize.py attention checkpoint=<probe .ckpt>`` (``selfsup/viz/probe.py``).
 """
 
 from __future__ import annotations
@@ -61,14 +63,18 @@ class EncoderAttention:
 class QueryProbeAttention:
     """Maps of a probe's queries over the encoder's tokens (see the module docstring)."""
 
+    METHODS = ("attention_maps", "attention_weights")
+
     def __init__(self, encoder: JEPAViT, probe: nn.Module, max_maps: int = 4) -> None:
-        if not callable(getattr(probe, "attention_weights", None)):
-            raise TypeError(f"{type(probe).__name__} has no attention_weights(tokens) -> [B, Q, N] method")
-        self.encoder, self.probe, self.max_maps = encoder, probe, max_maps
+        found = [m for m in self.METHODS if callable(getattr(probe, m, None))]
+        if not found:
+            raise TypeError(f"{type(probe).__name__} has no attention_maps(tokens) -> [B, Q, N] method")
+        self.encoder, self.max_maps = encoder, max_maps
+        self.weights = getattr(probe, found[0])
 
     def attention_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
         with torch.no_grad():
-            maps = self.probe.attention_weights(self.encoder.forward_tokens(images))[:, : self.max_maps]
+            maps = self.weights(self.encoder.forward_tokens(images))[:, : self.max_maps]
         return maps, [f"query {q}" for q in range(maps.shape[1])]
 
 
