@@ -9,6 +9,10 @@ Options (any other ``key=value`` is a Hydra override of ``configs/train.yaml``, 
 - attention, pca: ``checkpoint`` (our ``.ckpt``, a backbone ``.safetensors``, an official
   ``.pth.tar``; ``none`` = random initialisation of the configured backbone), ``encoder``
   (target_encoder | encoder), ``num_heads`` (only for an official checkpoint of a non-standard width).
+- attention with a probe checkpoint (``checkpoint=outputs/probe_ep/<run>/checkpoints/last.ckpt``): the
+  probe's query maps (``selfsup/viz/probe.py``) on the backbone and data of the probe run's saved
+  config; ``max_queries`` (32) maps per image; other ``key=value`` words change keys of that saved
+  config (``backbone.checkpoint=...`` when the backbone file moved, ``data.root=...``).
 """
 
 from __future__ import annotations
@@ -21,18 +25,21 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from selfsup.config import CONFIG_DIR, instantiate
+from selfsup.config import CONFIG_DIR, ConfigError, instantiate
 from selfsup.masks.multiblock import MODES
 from selfsup.models.from_file import encoder_from_file
 from selfsup.models.vit import JEPAViT
+from selfsup.probing.trained import is_probe_checkpoint
+from selfsup.training.checkpoint import CheckpointError, read_checkpoint
 from selfsup.viz.attention import EncoderAttention
 from selfsup.viz.canvas import save_png
 from selfsup.viz.figures import attention_figure, masks_figure, pca_figure
 from selfsup.viz.images import sample_images
+from selfsup.viz.probe import probe_attention_picture
 
 KINDS = ("masks", "attention", "pca")
 OPTIONS = {"out": None, "num_images": 4, "panel": 128, "seed": 0, "draws": 2000, "checkpoint": "none",
-           "encoder": "target_encoder", "num_heads": None}
+           "encoder": "target_encoder", "num_heads": None, "max_queries": 32}
 
 
 def parse(args: list[str]) -> tuple[dict, list[str]]:
@@ -46,7 +53,7 @@ def parse(args: list[str]) -> tuple[dict, list[str]]:
             options[key] = value
         else:
             overrides[key] = value
-    for key in ("num_images", "panel", "seed", "draws"):
+    for key in ("num_images", "panel", "seed", "draws", "max_queries"):
         options[key] = int(options[key])
     if options["num_heads"] not in (None, "null"):
         options["num_heads"] = int(options["num_heads"])
@@ -68,6 +75,27 @@ def compose(overrides: list[str]) -> DictConfig:
 def _checkpoint(options: dict) -> str | None:
     value = options["checkpoint"]
     return None if value in (None, "", "none", "null") else value
+
+
+def _probe_checkpoint(kind: str, options: dict) -> dict | None:
+    """The checkpoint when ``checkpoint=`` is a probe run's (``ProbeModule``); None otherwise."""
+    path = _checkpoint(options)
+    if path is None:
+        return None
+    if not Path(path).expanduser().is_file():
+        raise CheckpointError(f"checkpoint={path} does not exist")
+    if not path.endswith(".ckpt"):
+        return None
+    checkpoint = read_checkpoint(Path(path).expanduser())
+    if not is_probe_checkpoint(checkpoint):
+        return None
+    if kind != "attention":
+        backbone = (checkpoint.get("config") or {}).get("backbone", {}).get("checkpoint")
+        raise ConfigError(
+            f"{path} is a probe checkpoint (heads only); '{kind}' needs an encoder: pass its backbone, "
+            f"checkpoint={backbone}, or use 'attention' for the probe's query maps"
+        )
+    return checkpoint
 
 
 def _encoder(options: dict, cfg: DictConfig) -> JEPAViT:
@@ -99,8 +127,14 @@ def render(kind: str, args: list[str]) -> tuple[Path, np.ndarray]:
     if kind not in KINDS:
         raise SystemExit(f"unknown picture {kind!r}; valid: {', '.join(KINDS)}")
     options, overrides = parse(args)
-    cfg = compose(overrides)
     out = Path(options["out"] or f"{kind}.png")
+    probe = _probe_checkpoint(kind, options)
+    if probe is not None:
+        picture = probe_attention_picture(Path(options["checkpoint"]).expanduser(), probe, overrides,
+                                          options["num_images"], options["max_queries"], options["panel"])
+        save_png(picture, out)
+        return out, picture
+    cfg = compose(overrides)
     if kind == "masks":
         images, pictures = sample_images(instantiate(cfg.data), options["num_images"])
         samplers = {}
