@@ -170,3 +170,21 @@ def test_keyed_dataset_augmentation_depends_only_on_seed_epoch_index(tmp_path):
     b = ds[SampleKey(2, 1, 5, 1)]["image"]  # other batch, other rank: same sample, same epoch
     c = ds[SampleKey(2, 2, 0, 0)]["image"]
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_embedded_settings_get_their_own_folder_and_never_clobber_another_runs_data(tmp_path):
+    """Default generator settings live in ``root``; other settings in ``root-<hash>``, decided without
+    looking at the disk, so a second run with other settings leaves the first run's files alone."""
+    small = {"train_per_class": 3, "val_per_class": 2, "num_classes": 2}
+    first = _datamodule(tmp_path / "embedded", source="embedded", embedded=small)
+    default = _datamodule(tmp_path / "embedded", source="embedded", embedded={"train_per_class": 200})
+    other = _datamodule(tmp_path / "embedded", source="embedded", embedded={**small, "train_per_class": 4})
+    assert default.root == tmp_path / "embedded"
+    assert first.root.parent == tmp_path and first.root.name.startswith("embedded-") and other.root != first.root
+    first.prepare_data()
+    files = sorted(first.root.rglob("*.png"))
+    other.prepare_data()
+    assert sorted(first.root.rglob("*.png")) == files and len(files) == 2 * (3 + 2)
+    assert len(list(other.root.rglob("*.png"))) == 2 * (4 + 2)
+    with pytest.raises(ValueError, match=r"unknown data.embedded key\(s\) \['per_class'\]; valid: image_size, train_per_class"):
+        _datamodule(tmp_path / "embedded", source="embedded", embedded={"per_class": 3})

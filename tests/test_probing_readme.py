@@ -94,3 +94,18 @@ def test_readme_probe_heads_benchmark(tiny, tmp_path):
     assert "vs vjepa" in proc.stdout and "top-1 (embedded)" in proc.stdout, proc.stdout
     rows = [line.split()[0] for line in proc.stdout.splitlines()[2:5]]
     assert rows == ["linear", "ep", "vjepa"], proc.stdout
+
+
+def test_probing_experiments_read_an_ijepa_recipe_checkpoint_without_architecture_overrides(tmp_path):
+    """``experiment=ijepa`` and the probing experiments share ``backbone=vit_cpu``: a checkpoint of the
+    pretraining recipe loads strictly into ``probe_ep`` and ``probe_knn`` with no backbone override."""
+    run_command("python tools/train.py experiment=ijepa run_name=myrun", tmp_path,
+                ["debug=fast", "data.num_workers=0", "data.persistent_workers=false"])
+    ckpt = tmp_path / "ijepa" / "myrun" / "checkpoints" / "last.ckpt"
+    fast = ["data.train_transform.augment=false", "trainer.max_epochs=1", "callbacks=probe", *QUIET,
+            "data.lowshot.per_class=4", f"backbone.checkpoint={ckpt}"]
+    best_and_last(run_command("python tools/train.py experiment=probe_ep backbone.checkpoint=outputs/ijepa/myrun/checkpoints/last.ckpt",
+                              tmp_path, fast))
+    knn = run_command("python tools/train.py experiment=probe_knn backbone.checkpoint=outputs/ijepa/myrun/checkpoints/last.ckpt",
+                      tmp_path, [*QUIET, f"backbone.checkpoint={ckpt}", "data.lowshot.per_class=4"])
+    assert "val/knn_k10_acc1=" in summary_of(knn.stdout)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from selfsup.data.collate import BatchCollator
 from selfsup.data.embedded import ensure_imagefolder
+from selfsup.data.embedded.cache import embedded_root
 from selfsup.data.images import ImageFolderDataset, UnlabeledImageDataset
 from selfsup.data.keyed import KeyedDataset
 from selfsup.data.position import TrainingPosition
@@ -39,11 +40,15 @@ class ImageDataModule(TrainingPosition, L.LightningDataModule):
     ``accumulate_grad_batches`` (K micro-batches of ``batch_size`` per training batch, one per virtual
     rank, see ``ResumableBatchSampler``: the global batch is ``batch_size x world size x K``).
 
+    With ``source=embedded`` the data lives in ``root`` for the default generator settings and in
+    ``root-<hash>`` for others (``embedded_root``), so runs with other settings never clobber it.
+
     Subclasses for other layouts (``tasks.segmentation.datamodule``) override ``SOURCES``,
-    ``_generate_embedded``, ``_source`` and ``_collator``; sampling and resume stay here.
+    ``embedded_writer``, ``_source`` and ``_collator``; sampling and resume stay here.
     """
 
     SOURCES: tuple[str, ...] = SOURCES
+    embedded_writer: Callable[..., Path] = staticmethod(ensure_imagefolder)
 
     def __init__(
         self,
@@ -89,6 +94,8 @@ class ImageDataModule(TrainingPosition, L.LightningDataModule):
         self.seed = seed
         self.skip_corrupt = skip_corrupt
         self.embedded = dict(embedded or {})
+        if source == "embedded":
+            self.root = embedded_root(self.embedded_writer, self.root, self.embedded)
         self.accumulate_grad_batches = accumulate_grad_batches
         self.train_set: KeyedDataset | None = None
         self.val_set: KeyedDataset | None = None
@@ -99,7 +106,7 @@ class ImageDataModule(TrainingPosition, L.LightningDataModule):
 
     # ------------------------------------------------------------------ datasets
     def _generate_embedded(self) -> None:
-        ensure_imagefolder(self.root, **self.embedded)
+        self.embedded_writer(self.root, **self.embedded)
 
     def prepare_data(self) -> None:
         if self.source == "embedded":

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup.data.embedded.cache import embedded_root
 from selfsup.data.embedded.coco import ensure_coco
 from selfsup.data.images import CorruptImageError
 from selfsup.data.keyed import MAX_CONSECUTIVE_CORRUPT
@@ -122,6 +123,8 @@ class CocoDataModule(TrainingPosition, L.LightningDataModule):
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.skip_corrupt, self.filter_empty = skip_corrupt, filter_empty
         self.embedded = dict(embedded or {})
+        if source == "embedded":  # root for the default settings, root-<hash> for others (never clobbered)
+            self.root = embedded_root(ensure_coco, self.root, self.embedded)
         self.train_set: KeyedDetectionDataset | None = None
         self.val_set: KeyedDetectionDataset | None = None
 

@@ -47,6 +47,7 @@ class SegmentationDataModule(ImageDataModule):
     """
 
     SOURCES = ("embedded", "ade20k")
+    embedded_writer = staticmethod(ensure_ade20k)
 
     def __init__(
         self,
@@ -87,9 +88,6 @@ class SegmentationDataModule(ImageDataModule):
         self.class_names = names
         self.reduce_zero_label = reduce_zero_label
         self.ignore_index = ignore_index
-
-    def _generate_embedded(self) -> None:
-        ensure_ade20k(self.root, **self.embedded)
 
     def _source(self, split: str) -> ADE20KSource:
         return ADE20KSource(self.root, split, self.class_names, self.reduce_zero_label, self.ignore_index)
