@@ -6,7 +6,9 @@
     python tools/benchmark.py dmt-step               # DMT-JEPA step / I-JEPA step; target head: official all-patches / ours
     python tools/benchmark.py det-step               # Mask R-CNN step (det_vitdet): ours vs stock torchvision parts
 
-Options after the name are passed to the measurement (e.g. ``--batch 16 --repeats 12``).
+Options after the name are passed to the measurement (e.g. ``--batch 16 --repeats 12``);
+``pretrain-step`` and ``dmt-step`` also take ``--rounds N`` (default 3): each implementation runs in N
+processes, alternating with the others, and the medians over them are reported.
 """
 
 from __future__ import annotations
@@ -20,18 +22,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selfsup.bench.measure import run_isolated  # noqa: E402
+from selfsup.bench.measure import run_alternating, run_isolated  # noqa: E402
+
+
+def rounds_option(extra: list[str], default: int = 3) -> tuple[int, list[str]]:
+    """``--rounds N`` (each implementation's process is run N times, alternating) and the other options."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--rounds", type=int, default=default)
+    a, rest = p.parse_known_args(extra)
+    return a.rounds, rest
 
 
 def pretrain_step(extra: list[str]) -> None:
-    rows = {impl: run_isolated("selfsup.bench.pretrain_step", ["--impl", impl, *extra]) for impl in ("naive", "ours")}
+    rounds, rest = rounds_option(extra)
+    rows = run_alternating("selfsup.bench.pretrain_step", ("naive", "ours"), rest, rounds)
     ours, naive = rows["ours"], rows["naive"]
-    print(f"I-JEPA training step, ViT-{ours['size']} at {ours['img']}px, batch {ours['batch']}, CPU fp32")
+    print(f"I-JEPA training step, ViT-{ours['size']} at {ours['img']}px, batch {ours['batch']}, CPU fp32; "
+          f"medians over {rounds} alternating processes per implementation")
     print(f"{'implementation':<40}{'ms/step (median)':>18}{'peak RSS MB':>14}")
     print(f"{'naive (explicit softmax, loop EMA)':<40}{naive['ms_median']:>18.1f}{naive['peak_rss_mb']:>14.0f}")
     print(f"{'ours (fused SDPA, foreach EMA)':<40}{ours['ms_median']:>18.1f}{ours['peak_rss_mb']:>14.0f}")
     print(f"speed-up naive/ours: {naive['ms_median'] / ours['ms_median']:.2f}x; "
-          f"memory ours/naive: {ours['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x")
+          f"memory ours/naive: {ours['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x; "
+          f"per round naive/ours: {', '.join(f'{n / o:.2f}x' for n, o in zip(naive['ms_rounds'], ours['ms_rounds']))}")
 
 
 PROBES = "linear,ep,ep_official,aim,vjepa,cait,dinov2_block"
@@ -77,10 +90,12 @@ def probe_heads(extra: list[str]) -> None:
 
 def dmt_step(extra: list[str]) -> None:
     impls = ("ijepa", "dmt", "head-ours", "head-all", "head-official")
-    rows = {impl: run_isolated("selfsup.bench.dmt_step", ["--impl", impl, *extra]) for impl in impls}
+    rounds, rest = rounds_option(extra)
+    rows = run_alternating("selfsup.bench.dmt_step", impls, rest, rounds)
     first = rows["dmt"]
     print(f"DMT-JEPA cost, ViT-{first['size']} at {first['img']}px ({first['tokens']} patches), batch {first['batch']}, "
-          f"CPU fp32; {first['target_patches_per_image']:.1f} distinct target patches per image")
+          f"CPU fp32; {first['target_patches_per_image']:.1f} distinct target patches per image; "
+          f"medians over {rounds} alternating processes per measurement")
     print(f"{'measurement':<58}{'ms (median)':>13}{'peak RSS MB':>14}")
     labels = {
         "ijepa": "I-JEPA training step",

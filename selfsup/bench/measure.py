@@ -53,6 +53,24 @@ def run_isolated(module: str, args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_alternating(module: str, impls: tuple[str, ...], args: list[str], rounds: int) -> dict[str, dict]:
+    """``run_isolated(module, ["--impl", impl, *args])`` for every impl, ``rounds`` times in turn
+    (a, b, a, b, ...), so a change of machine load hits every implementation alike. Per impl: the
+    last round's JSON with ``ms_median`` and ``peak_rss_mb`` replaced by their medians over rounds,
+    and ``ms_rounds`` listing each round's median."""
+    runs: dict[str, list[dict]] = {impl: [] for impl in impls}
+    for _ in range(rounds):
+        for impl in impls:
+            runs[impl].append(run_isolated(module, ["--impl", impl, *args]))
+    out = {}
+    for impl, rows in runs.items():
+        out[impl] = dict(rows[-1])
+        for key in [k for k in ("ms_median", "peak_rss_mb", "train_ms", "eval_ms") if k in rows[-1]]:
+            out[impl][key] = statistics.median(r[key] for r in rows)
+        out[impl]["ms_rounds"] = [r.get("ms_median", r.get("train_ms")) for r in rows]
+    return out
+
+
 def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every training-step benchmark takes (defaults: ViT-Tiny/16 at 224, batch 8)."""
     parser.add_argument("--size", default="tiny")
