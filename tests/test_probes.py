@@ -1,5 +1,5 @@
-"""Probe heads: parameter counts of spec section 5, EP's formula (3.2) and its reordering (3.5), the
-V-JEPA output-projection switch, official state-dict layout, every probe's forward/backward."""
+"""Probe heads: parameter counts of spec section 5, EP's formula (3.2) and its reordering (3.5, forward
+and gradients of the fused ``PoolThenProject`` Function), the V-JEPA output-projection switch, official state-dict layout, every probe's forward/backward."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from selfsup.config import instantiate
 from selfsup.probes.ep import EfficientProbing
+from selfsup.probes.ep_function import pool_then_project
 from selfsup.probes.head import ProbeHead
 from selfsup.probes.vjepa import AttentivePooler
 from selfsup.probing.features import FeatureSpec
@@ -81,13 +82,13 @@ def test_parameter_count_of_variants(name, overrides, tmp_path):
     assert trainable(head) == VARIANTS[(name, overrides)]
 
 
-def ep_formula(x: torch.Tensor, queries: torch.Tensor, w_v: torch.Tensor) -> torch.Tensor:
-    """Spec 3.2 written out: a_j = softmax_n(q_j . x_n / sqrt(D)); y_j = sum_n a_jn (W_v x_n)[j-th slice]."""
+def ep_formula(x: torch.Tensor, queries: torch.Tensor, w_v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Spec 3.2 written out: a_j = softmax_n(q_j . x_n / sqrt(D)); y_j = sum_n a_jn (W_v x_n + b)[j-th slice]."""
     b, n, d = x.shape
     m, width = queries.shape[0], w_v.shape[0]
     out = torch.zeros(b, width, dtype=x.dtype)
     for i in range(b):
-        values = x[i] @ w_v.T  # [N, D']
+        values = x[i] @ w_v.T if bias is None else x[i] @ w_v.T + bias  # [N, D']
         for j in range(m):
             a = torch.softmax(x[i] @ queries[j] / d**0.5, dim=0)
             sl = slice(j * width // m, (j + 1) * width // m)
@@ -122,6 +123,58 @@ def test_ep_pooling_before_the_projection_is_the_default_and_equal_with_bias_and
     b.square().sum().backward()
     for (name, p), q in zip(official.named_parameters(), reordered.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("d_out", [1, 2, 8])
+@pytest.mark.parametrize("num_queries", [1, 8, 32])
+@pytest.mark.parametrize("bias", [False, True])
+def test_ep_fused_pool_then_project_forward_and_gradients_equal_the_spec_formula_in_float64(d_out, num_queries, bias):
+    """The default path (``PoolThenProject``) against autograd through the spec formula: the output and the
+    gradients of the queries, W_v, its bias and the tokens."""
+    torch.manual_seed(0)
+    ep = EfficientProbing(256, num_queries=num_queries, d_out=d_out, qkv_bias=bias).double()
+    with torch.no_grad():
+        ep.cls_token.normal_(0, 1.0)  # sharp attention
+    x = torch.randn(3, 20, 256, dtype=torch.float64)
+    g = torch.randn(3, 256 // d_out, dtype=torch.float64)  # a generic upstream gradient
+    params = [ep.cls_token, ep.v.weight] + ([ep.v.bias] if bias else [])
+    outputs = []
+    for fn in (ep, lambda t: ep_formula(t, ep.cls_token[0], ep.v.weight, ep.v.bias)):
+        xg = x.clone().requires_grad_()
+        y = fn(xg)
+        outputs.append((y.detach(), *torch.autograd.grad(y, [xg, *params], g)))
+    for name, ours, ref in zip(["output", "tokens", "queries", "W_v", "bias"], *outputs):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12, msg=name)
+
+
+def test_ep_fused_function_passes_gradcheck_and_takes_any_upstream_gradient():
+    torch.manual_seed(0)
+    inputs = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in [(2, 5, 12), (1, 3, 12), (6, 12), (6,)]]
+    assert torch.autograd.gradcheck(lambda x, q, w, b: pool_then_project(x, q, w, b, 0.4), inputs)
+    assert torch.autograd.gradcheck(lambda q, w: pool_then_project(inputs[0].detach(), q, w, None, 0.4), inputs[1:3])
+    x, w = inputs[0].detach(), inputs[2].detach()
+    ours, ref = (inputs[1][0].detach().clone().requires_grad_() for _ in range(2))  # queries given as [M, D]
+    pool_then_project(x, ours, w, None, 12**-0.5).sum().backward()  # an expanded (stride-0) upstream gradient
+    ep_formula(x, ref, w).sum().backward()
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=0, atol=1e-12)
+
+
+def test_ep_fused_function_under_cpu_autocast_follows_the_official_order():
+    torch.manual_seed(0)
+    official = EfficientProbing(64, num_queries=8, qkv_bias=True, pool_then_project=False)
+    fused = EfficientProbing(64, num_queries=8, qkv_bias=True)
+    fused.load_state_dict(official.state_dict())
+    x = torch.randn(4, 10, 64)
+    grads = []
+    for module in (official, fused):
+        xg = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(xg)
+        assert y.dtype == torch.bfloat16
+        grads.append(torch.autograd.grad(y.float().square().sum(), [xg, *module.parameters()]))
+    for ours, ref in zip(grads[1], grads[0]):
+        assert ours.dtype == ref.dtype == torch.float32
+        torch.testing.assert_close(ours, ref, rtol=0.05, atol=0.02 * ref.abs().max().item())
 
 
 def test_vjepa_output_projection_switch():
