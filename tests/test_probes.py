@@ -192,6 +192,28 @@ def test_vjepa_output_projection_switch():
     torch.testing.assert_close(without(x), before)  # upstream jepa HEAD: proj is built but not applied
 
 
+def test_vjepa_keys_and_values_from_kv_halves_equal_the_upstream_kv_unbind_in_float64():
+    """``CrossAttention`` takes k and v from the two halves of ``kv`` (no stacked gradient copy); upstream
+    jepa runs ``kv(x)`` and unbinds: the same output and gradients."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    pool = AttentivePooler(64, num_heads=4).double()
+    xattn = pool.cross_attention_block.xattn
+
+    def upstream(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = q.shape
+        q = xattn.q(q).view(b, n, 4, d // 4).transpose(1, 2)
+        k, v = xattn.kv(x).view(b, x.shape[1], 2, 4, d // 4).permute(2, 0, 3, 1, 4)
+        return xattn.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
+
+    q, x = torch.randn(3, 1, 64, dtype=torch.float64), torch.randn(3, 9, 64, dtype=torch.float64)
+    params = list(xattn.parameters())
+    ours, ref = ((y.detach(), *torch.autograd.grad(y.square().sum(), params)) for y in (xattn(q, x), upstream(q, x)))
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_head_state_dict_is_the_official_layout(tmp_path):
     head = ProbeHead(build_pool(probe_factory("ep", tmp_path), VIT_B), 1000)
     assert sorted(head.state_dict()) == sorted([
