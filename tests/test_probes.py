@@ -159,6 +159,21 @@ def test_ep_fused_function_passes_gradcheck_and_takes_any_upstream_gradient():
     torch.testing.assert_close(ours.grad, ref.grad, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("batch", [8, 64])  # contiguous: the dq sum in 8 groups of 1 image, 32 groups of 2
+def test_ep_fused_function_on_strided_tokens_equals_contiguous_tokens(batch):
+    """Patch tokens sliced after a class token (not contiguous) take the per-image path of the dq sum."""
+    torch.manual_seed(0)
+    ep = EfficientProbing(48, num_queries=4).double()
+    tokens = torch.randn(batch, 1 + 9, 48, dtype=torch.float64)
+    results = []
+    for x in (tokens[:, 1:], tokens[:, 1:].contiguous()):
+        y = ep(x)
+        results.append((y.detach(), *torch.autograd.grad(y.sin().sum(), list(ep.parameters()))))
+    for ours, ref in zip(*results):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(results[1][0], ep_formula(tokens[:, 1:], ep.cls_token[0].detach(), ep.v.weight.detach()), rtol=0, atol=1e-12)
+
+
 def test_ep_fused_function_under_cpu_autocast_follows_the_official_order():
     torch.manual_seed(0)
     official = EfficientProbing(64, num_queries=8, qkv_bias=True, pool_then_project=False)

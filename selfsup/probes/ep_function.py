@@ -17,17 +17,21 @@ Backward, with ``g = dL/dy`` viewed ``[B, M, K]``:
     dx = a dp + s dlogits q                   (only when the tokens require grad)
 
 The ``[B, N, M]`` layout lets the logits, the softmax and its backward, and both token products of
-the backward use the same buffer without a transpose copy. Saved for backward: ``a`` and ``p``
-(``B M (N + D)`` floats) and a reference to ``x``. Under autocast the backward re-enters the
-forward's autocast state (as ``torch.amp.custom_bwd`` does).
+the backward use the same buffer without a transpose copy; ``dq`` sums over images in at most
+``TOKEN_SUM_GROUPS`` groups (one long-K GEMM is slower on CPU, one per image needs a ``[B, M, D]``
+temporary). Saved for backward: ``a`` and ``p`` (``B M (N + D)`` floats) and a reference to ``x``.
+Under autocast the backward re-enters the forward's autocast state (as ``torch.amp.custom_bwd`` does).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
+
+TOKEN_SUM_GROUPS = 32  # dq as at most 32 batched GEMMs: as fast as one per image, without a [B, M, D] temporary
 
 
 def token_logits(x: torch.Tensor, queries: torch.Tensor, scale: float) -> torch.Tensor:
@@ -77,8 +81,10 @@ class PoolThenProject(torch.autograd.Function):
             gpooled = torch.bmm(g.transpose(0, 1), weight.view(m, width // m, d))  # [M, B, D]
             gattn = torch.bmm(x, gpooled.permute(1, 2, 0))  # [B, N, M]
             glogits = torch._softmax_backward_data(gattn, attn, 1, attn.dtype)  # [B, N, M]
-            if need_q:
-                gq = torch.bmm(glogits.transpose(1, 2), x).sum(0).mul_(ctx.scale).to(queries.dtype).view_as(queries)
+            if need_q:  # the sum over all B*N tokens as G GEMMs over B/G images each, then a [G, M, D] sum
+                groups = math.gcd(b, TOKEN_SUM_GROUPS) if x.is_contiguous() else b
+                gq = torch.bmm(glogits.view(groups, -1, m).transpose(1, 2), x.view(groups, -1, d)).sum(0)
+                gq = gq.mul_(ctx.scale).to(queries.dtype).view_as(queries)
             if need_x:
                 gx = torch.bmm(attn, gpooled.transpose(0, 1))  # [B, N, D]
                 gx = gx.baddbmm_(glogits, queries.view(m, d).to(gx.dtype).expand(b, -1, -1), alpha=ctx.scale).to(x.dtype)
