@@ -28,16 +28,17 @@ QUIET = ["logger=none", "trainer.enable_progress_bar=false", "data.num_workers=0
 
 
 # ---------------------------------------------------------------------------------------- optimiser, schedules
-def test_lars_is_the_mae_update():
+@pytest.mark.parametrize("wd", [0.1, 0.0])
+def test_lars_is_the_mae_update(wd):
     torch.manual_seed(0)
     w, b = torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(4))
-    opt = LARS([w, b], lr=0.5, weight_decay=0.1, momentum=0.9, trust_coefficient=0.001)
+    opt = LARS([w, b], lr=0.5, weight_decay=wd, momentum=0.9, trust_coefficient=0.001)
     w_ref, b_ref, mu_w, mu_b = w.detach().clone(), b.detach().clone(), torch.zeros(4, 3), torch.zeros(4)
     for _ in range(3):
         gw, gb = torch.randn(4, 3), torch.randn(4)
         w.grad, b.grad = gw.clone(), gb.clone()
         opt.step()
-        update = gw + 0.1 * w_ref  # weight decay and trust ratio only for ndim > 1
+        update = gw + wd * w_ref  # weight decay and trust ratio only for ndim > 1
         update = update * (0.001 * w_ref.norm() / update.norm())
         mu_w, mu_b = 0.9 * mu_w + update, 0.9 * mu_b + gb
         w_ref, b_ref = w_ref - 0.5 * mu_w, b_ref - 0.5 * mu_b

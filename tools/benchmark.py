@@ -2,7 +2,7 @@
 """Measured comparisons, each implementation in its own process, ratios printed from the same run.
 
     python tools/benchmark.py pretrain-step          # I-JEPA step: ours vs a plain official-style step
-    python tools/benchmark.py probe-heads            # probe-head training steps on cached ViT-B tokens
+    python tools/benchmark.py probe-heads            # probe-head training steps on cached ViT-B tokens (--rounds R)
     python tools/benchmark.py dmt-step               # DMT-JEPA step / I-JEPA step; target head: official all-patches / ours
     python tools/benchmark.py det-step               # Mask R-CNN step (det_vitdet): ours vs stock torchvision parts
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -70,14 +72,21 @@ def probe_heads(extra: list[str]) -> None:
     p.add_argument("--epochs", type=int, default=90, help="probe epochs of the accuracy runs")
     p.add_argument("--output-dir", default="outputs/benchmark_probe_heads")
     p.add_argument("--override", action="append", default=[], help="a config override of the accuracy runs (repeatable)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of one process per probe, interleaved; ms/step = median over rounds")
     a, rest = p.parse_known_args(extra)
     probes = a.probes.split(",")
-    rows = {probe: run_isolated("selfsup.bench.probe_heads", ["--probe", probe, *rest]) for probe in probes}
+    load_before = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {probe: [] for probe in probes}
+    for _ in range(a.rounds):
+        for probe in probes:
+            runs[probe].append(run_isolated("selfsup.bench.probe_heads", ["--probe", probe, *rest]))
+    rows = {probe: {**r[0], "ms_median": statistics.median(x["ms_median"] for x in r)} for probe, r in runs.items()}
+    load = f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     acc = {probe: probe_accuracy(probe, a.checkpoint, a.epochs, Path(a.output_dir), a.override) for probe in probes} if a.checkpoint else {}
     first = next(iter(rows.values()))
     ref = rows.get("vjepa", first)["ms_median"]
     print(f"Probe-head training step on cached tokens: batch {first['batch']}, {first['tokens']} tokens x {first['dim']}, "
-          f"{first['classes']} classes, LARS, CPU fp32, each probe in its own process")
+          f"{first['classes']} classes, LARS, CPU fp32, each probe in its own process, {a.rounds} round(s), {load}")
     header = f"{'probe':<14}{'params':>12}{'MMACs/img':>11}{'ms/step':>10}{'img/s':>9}{'vs vjepa':>10}"
     print(header + (f"{'top-1 (embedded)':>18}" if acc else ""))
     for probe, r in rows.items():

@@ -7,13 +7,17 @@ with ``softmax_N(q_j . x_n * D^-0.5)`` and owns the contiguous value channels
 
 ``pool_then_project=True`` (default) applies ``W_v`` after the attention-weighted sum: the attention
 does not depend on ``W_v`` and its rows sum to one, so ``y_j = W_v[j] (X a_j)`` is algebraically the
-official ``(W_v X)[j] a_j`` at a fraction of the cost (spec 3.5). ``False`` runs the official order.
+official ``(W_v X)[j] a_j`` at a fraction of the cost (spec 3.5); it runs as one autograd Function
+(``ep_function.PoolThenProject``: a few large batched matmuls, no copy of the tokens). ``False`` runs
+the official order with plain autograd.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from selfsup.probes.ep_function import pool_then_project, token_logits
 
 
 class EfficientProbing(nn.Module):
@@ -46,17 +50,13 @@ class EfficientProbing(nn.Module):
 
     def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, M, T]``: query ``j``'s softmax attention over the tokens."""
-        logits = torch.einsum("qd,bnd->bqn", self.cls_token[0] * self.scale, x)
-        return logits.softmax(dim=-1)
+        return token_logits(x, self.cls_token[0], self.scale).softmax(dim=1).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         m, width = self.num_queries, self.out_dim
-        attn = self.attention_maps(x)  # [B, M, N]
         if self.pool_then_project:
-            pooled = attn @ x  # [B, M, D]: each query's weighted token mean
-            weight = self.v.weight.view(m, width // m, -1)  # query j's rows of W_v
-            out = torch.einsum("bmd,mkd->bmk", pooled, weight).reshape(b, width)
-            return out if self.v.bias is None else out + self.v.bias
+            return pool_then_project(x, self.cls_token, self.v.weight, self.v.bias, self.scale)
+        attn = self.attention_maps(x)  # [B, M, N]
         values = self.v(x).view(b, n, m, width // m).permute(0, 2, 1, 3)  # [B, M, N, D'/M]
         return (attn.unsqueeze(2) @ values).reshape(b, width)
