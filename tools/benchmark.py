@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +36,12 @@ def rounds_option(extra: list[str], default: int = 3) -> tuple[int, list[str]]:
 
 def pretrain_step(extra: list[str]) -> None:
     rounds, rest = rounds_option(extra)
+    load_before = os.getloadavg()[0]
     rows = run_alternating("selfsup.bench.pretrain_step", ("naive", "ours"), rest, rounds)
     ours, naive = rows["ours"], rows["naive"]
     print(f"I-JEPA training step, ViT-{ours['size']} at {ours['img']}px, batch {ours['batch']}, CPU fp32; "
-          f"medians over {rounds} alternating processes per implementation")
+          f"medians over {rounds} alternating processes per implementation; "
+          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"{'implementation':<40}{'ms/step (median)':>18}{'peak RSS MB':>14}")
     print(f"{'naive (explicit softmax, loop EMA)':<40}{naive['ms_median']:>18.1f}{naive['peak_rss_mb']:>14.0f}")
     print(f"{'ours (fused SDPA, foreach EMA)':<40}{ours['ms_median']:>18.1f}{ours['peak_rss_mb']:>14.0f}")
@@ -76,11 +77,7 @@ def probe_heads(extra: list[str]) -> None:
     a, rest = p.parse_known_args(extra)
     probes = a.probes.split(",")
     load_before = os.getloadavg()[0]
-    runs: dict[str, list[dict]] = {probe: [] for probe in probes}
-    for _ in range(a.rounds):
-        for probe in probes:
-            runs[probe].append(run_isolated("selfsup.bench.probe_heads", ["--probe", probe, *rest]))
-    rows = {probe: {**r[0], "ms_median": statistics.median(x["ms_median"] for x in r)} for probe, r in runs.items()}
+    rows = run_alternating("selfsup.bench.probe_heads", tuple(probes), rest, a.rounds, flag="--probe")
     load = f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     acc = {probe: probe_accuracy(probe, a.checkpoint, a.epochs, Path(a.output_dir), a.override) for probe in probes} if a.checkpoint else {}
     first = next(iter(rows.values()))
@@ -100,11 +97,12 @@ def probe_heads(extra: list[str]) -> None:
 def dmt_step(extra: list[str]) -> None:
     impls = ("ijepa", "dmt", "head-ours", "head-all", "head-official")
     rounds, rest = rounds_option(extra)
+    load_before = os.getloadavg()[0]
     rows = run_alternating("selfsup.bench.dmt_step", impls, rest, rounds)
     first = rows["dmt"]
     print(f"DMT-JEPA cost, ViT-{first['size']} at {first['img']}px ({first['tokens']} patches), batch {first['batch']}, "
           f"CPU fp32; {first['target_patches_per_image']:.1f} distinct target patches per image; "
-          f"medians over {rounds} alternating processes per measurement")
+          f"medians over {rounds} alternating processes per measurement; load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"{'measurement':<58}{'ms (median)':>13}{'peak RSS MB':>14}")
     labels = {
         "ijepa": "I-JEPA training step",

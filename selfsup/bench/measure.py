@@ -53,15 +53,15 @@ def run_isolated(module: str, args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_alternating(module: str, impls: tuple[str, ...], args: list[str], rounds: int) -> dict[str, dict]:
-    """``run_isolated(module, ["--impl", impl, *args])`` for every impl, ``rounds`` times in turn
+def run_alternating(module: str, impls: tuple[str, ...], args: list[str], rounds: int, flag: str = "--impl") -> dict[str, dict]:
+    """``run_isolated(module, [flag, impl, *args])`` for every impl, ``rounds`` times in turn
     (a, b, a, b, ...), so a change of machine load hits every implementation alike. Per impl: the
     last round's JSON with ``ms_median`` and ``peak_rss_mb`` replaced by their medians over rounds,
     and ``ms_rounds`` listing each round's median."""
     runs: dict[str, list[dict]] = {impl: [] for impl in impls}
     for _ in range(rounds):
         for impl in impls:
-            runs[impl].append(run_isolated(module, ["--impl", impl, *args]))
+            runs[impl].append(run_isolated(module, [flag, impl, *args]))
     out = {}
     for impl, rows in runs.items():
         out[impl] = dict(rows[-1])
