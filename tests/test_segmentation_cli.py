@@ -174,20 +174,17 @@ def _untrained_miou(experiment: str, tmp_path: Path) -> float:
 
 
 @pytest.mark.slow
-# UperNet (RESULT_UPERNET_RANDOM) is left out: its 3-epoch run has not been measured yet (README Results)
-@pytest.mark.parametrize("experiment,command", [("seg_linear", RESULT_LINEAR_RANDOM)])
+@pytest.mark.parametrize("experiment,command", [("seg_linear", RESULT_LINEAR_RANDOM), ("seg_upernet", RESULT_UPERNET_RANDOM)])
 def test_a_short_run_clearly_beats_the_untrained_head(experiment, command, tmp_path):
     """The README's Results runs from a random backbone (3 epochs) clearly above the untrained mIoU.
 
-    Measured (README Results): the linear head on frozen random features reaches only ~3.5 mIoU
-    (untrained 0.9): the classes are shape identities, which local features of a random backbone
-    barely separate, so the margin asserted is relative, not absolute."""
+    Measured 2026-11-27 (README Results, export v3 with class hues): linear 17.8, UperNet 15.4 mIoU
+    after 3 epochs from a random backbone; the untrained heads score a few mIoU."""
     untrained = _untrained_miou(experiment, tmp_path)
     proc = run_command(command, tmp_path, ["data.num_workers=0", "data.persistent_workers=false"])
     trained = metric(summary_of(proc.stdout), "val/mIoU")
     print(f"{experiment}: untrained head mIoU {untrained:.2f} -> trained {trained:.2f}")
-    # measured 2026-11-27 in CI with the width-128 CPU backbone: untrained 2.24 -> trained 3.32 (1.48x)
-    assert trained > 1.3 * untrained
+    assert trained > untrained + 8.0 and trained > 2.5 * untrained
 
 
 @pytest.mark.slow

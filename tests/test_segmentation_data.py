@@ -203,3 +203,24 @@ def test_datamodule_rejects_inconsistent_class_names(tmp_path):
             batch_size=1, val_batch_size=1, num_workers=0, pin_memory=False, persistent_workers=False, shuffle=True,
             drop_last=True, seed=0, skip_corrupt=False, embedded=None,
         )
+
+
+def test_class_hues_colour_each_class_in_its_own_hue():
+    """``class_hues``: a solid object of class k is painted at hue k/10 (+-0.02); without, at random hues."""
+    import colorsys
+
+    from selfsup.data.embedded.render import SHAPES, render_scene
+
+    def object_hues(class_hues: bool) -> list[tuple[int, float]]:
+        out = []
+        for n in range(200):
+            scene = render_scene(np.random.default_rng([5, n]), 32, 1, class_hues)
+            mask, label = scene.masks[0], scene.classes[0]
+            if label == 0 and mask.sum() > 20:  # class 0's material is "solid": one colour
+                r, g, b = np.median(scene.image[mask], axis=0) / 255
+                out.append((label, colorsys.rgb_to_hsv(r, g, b)[0]))
+        return out
+
+    hued = object_hues(True)
+    assert hued and all(min(h, 1 - h) < 0.03 for _, h in hued)  # class 0 -> hue 0 (+-0.02, jpeg-free)
+    assert len(SHAPES) == 10 and max(min(h, 1 - h) for _, h in object_hues(False)) > 0.1

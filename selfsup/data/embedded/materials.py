@@ -7,6 +7,7 @@ class away but a representation that encodes local structure can find it.
 
 from __future__ import annotations
 
+import colorsys
 import math
 
 import numpy as np
@@ -15,9 +16,15 @@ from PIL import Image
 MATERIALS = ("solid", "stripes", "checker", "dots", "rings", "grid", "zigzag", "blotches", "speckle", "gradient")
 
 
-def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two random colours at least 150 apart (L1 over RGB), so every pattern is visible."""
-    first, second = rng.uniform(0, 255, size=3), rng.uniform(0, 255, size=3)
+def _colour_pair(rng: np.random.Generator, hue: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours at least 150 apart (L1 over RGB), so every pattern is visible. The first is random,
+    or with ``hue`` (in [0, 1)) that hue +- 0.02 at a random saturation and value in [0.55, 1]."""
+    if hue is None:
+        first = rng.uniform(0, 255, size=3)
+    else:
+        h, s, v = (hue + rng.uniform(-0.02, 0.02)) % 1.0, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)
+        first = np.array(colorsys.hsv_to_rgb(h, s, v)) * 255
+    second = rng.uniform(0, 255, size=3)
     while np.abs(first - second).sum() < 150:
         second = rng.uniform(0, 255, size=3)
     return first, second
@@ -52,9 +59,10 @@ def _pattern(rng: np.random.Generator, kind: int, x: np.ndarray, y: np.ndarray) 
     return (x * math.cos(a) + y * math.sin(a)) / (size * 1.2) + 0.5
 
 
-def material(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
-    """``[size, size, 3]`` float image of material ``MATERIALS[kind]`` in two random colours."""
-    first, second = _colour_pair(rng)
+def material(rng: np.random.Generator, kind: int, size: int, hue: float | None = None) -> np.ndarray:
+    """``[size, size, 3]`` float image of material ``MATERIALS[kind]`` in two random colours (the
+    first of the given ``hue`` if one is given)."""
+    first, second = _colour_pair(rng, hue)
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     t = np.clip(np.asarray(_pattern(rng, kind, x, y), dtype=np.float64), 0, 1)[..., None]
     return first * (1 - t) + second * t

@@ -153,9 +153,11 @@ def render_object_image(rng: np.random.Generator, size: int, label: int) -> np.n
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator, size: int, max_objects: int = 4) -> Scene:
+def render_scene(rng: np.random.Generator, size: int, max_objects: int = 4, class_hues: bool = False) -> Scene:
     """1..max_objects objects of random classes, each its shape in its material (later ones occlude
-    earlier ones), on a smooth background, plus 0-1 occluders in random textures (not a class)."""
+    earlier ones), on a smooth background, plus 0-1 occluders in random textures (not a class).
+    ``class_hues``: the first colour of class ``k``'s material has hue ``k / len(SHAPES)`` (a cue
+    that even a linear read-out of a frozen random backbone finds)."""
     canvas = smooth_background(rng, size)
     owner = np.full((size, size), -1, dtype=np.int64)
     classes: list[int] = []
@@ -164,7 +166,7 @@ def render_scene(rng: np.random.Generator, size: int, max_objects: int = 4) -> S
         radius = rng.uniform(0.1, 0.25) * size
         center = tuple(rng.uniform(radius * 0.5, size - radius * 0.5, size=2))
         mask = shape_mask(SHAPES[label], size, center, radius, rng.uniform(0, 2 * math.pi))
-        _paste(canvas, material(rng, label, size), mask)
+        _paste(canvas, material(rng, label, size, label / len(SHAPES) if class_hues else None), mask)
         owner[mask] = k
         classes.append(label)
     for occ_mask, occ_texture in _occluders(rng, size, int(rng.integers(0, 2))):
