@@ -92,8 +92,7 @@ def table(runs: list[Run]) -> str:
             "pred-target cos", "collapsed", "img/s (median)"] + [f"{k} (last / best)" for k in acc_keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
-        loss = r.series.get("train/loss", [])
-        steps = loss[-1][0] + 1 if loss else 0
+        steps = max((step for series in r.series.values() for step, _ in series), default=-1) + 1  # the last row's step
         dim = r.config.get("backbone", {}).get("embed_dim")
         std = r.last("health/feature_std")
         speed = [v for _, v in r.series.get("train/images_per_sec", [])]
