@@ -43,7 +43,8 @@ def test_readme_detection_commands_run(tmp_path):
     results = json.loads((out / "coco_instances_results.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 8 and set(metrics) >= {"bbox_AP", "segm_APl"}
-    gt = COCO(str(tmp_path / "embedded_coco" / "annotations" / "instances_val.json"))
+    (data_root,) = tmp_path.glob("embedded_coco-*")  # non-default data.embedded settings: root-<hash>
+    gt = COCO(str(data_root / "annotations" / "instances_val.json"))
     if results:  # a 3-step model may find nothing above the score threshold
         assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(results[0])
         gt.loadRes(results)  # (adds keys to the dicts)
