@@ -66,7 +66,7 @@ def test_every_group_option_composes_and_instantiates(group, option, tmp_path):
     elif group == "optim":
         assert instantiate(cfg.optim)([torch.nn.Parameter(torch.zeros(1))]) is not None
     elif group in ("logger", "callbacks"):
-        assert all(instantiate(node) is not None for node in cfg[group].values())
+        assert all(instantiate(node) is not None for node in cfg[group].values() if node is not None)  # null: switched off
     else:
         assert instantiate_on_meta(cfg[group]) is not None
 

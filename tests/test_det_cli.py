@@ -64,6 +64,20 @@ def test_readme_detection_commands_run(tmp_path):
     assert (run / "eval" / "last" / "coco_instances_results.json").read_text() == (out / "coco_instances_results.json").read_text()
 
 
+def test_detection_runs_only_callbacks_that_fit_a_detector(tmp_path):
+    """The pretraining callbacks (health, pictures) read a pretraining module's objective: a detection
+    run longer than ``pictures.every_n_epochs`` (5) crashed with "no attribute 'objective'"."""
+    from selfsup.callbacks.health import RepresentationHealth
+    from selfsup.callbacks.pictures import TrainingPictures
+    from selfsup.config import instantiate
+    from tests.test_config import compose
+
+    for experiment in ("det_vitdet", "det_vitdet_b_coco"):
+        cfg = compose([f"experiment={experiment}"], tmp_path)
+        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+        assert callbacks and not [c for c in callbacks if isinstance(c, (RepresentationHealth, TrainingPictures))], experiment
+
+
 def coco_2017_tree(tmp_path: Path) -> Path:
     """A small dataset in COCO 2017's layout and conventions: instances_{train,val}2017.json with sparse
     category ids, train2017/ and val2017/ images, a crowd annotation in uncompressed RLE."""

@@ -86,6 +86,23 @@ def test_official_init_statistics():
     assert abs(rescaled.blocks[11].attn.proj.weight.std().item() - 0.02 / (24**0.5)) < 3e-4
 
 
+@pytest.mark.parametrize(("init", "std"), [("official", 0.02), ("lecun", 1 / 48**0.5), ("torch", 1 / 48**0.5 / 3**0.5)])
+def test_patch_embed_init_switch(init, std):
+    """backbone.patch_embed_init: the std of the fresh patch projection (fan-in 3*4*4 = 48), and what it
+    does to a fresh token: official patch tokens sit far below the sin-cos table (RMS 0.71)."""
+    torch.manual_seed(0)
+    model = JEPAViT(img_size=32, patch_size=4, embed_dim=192, depth=1, num_heads=3, patch_embed_init=init)
+    weight = model.patch_embed.proj.weight
+    assert abs(weight.std().item() - std) < 0.1 * std, (init, weight.std().item())
+    tokens = model.patch_embed(torch.randn(2, 3, 32, 32))
+    table = model.pos_embed.pow(2).mean().sqrt().item()
+    ratio = tokens.pow(2).mean().sqrt().item() / table
+    assert (ratio < 0.3) if init == "official" else (ratio > 0.6), (init, ratio)
+    assert torch.all(model.patch_embed.proj.bias == 0) or init == "torch"
+    with pytest.raises(ValueError, match="patch_embed_init='xavier'; valid: official, lecun, torch"):
+        JEPAViT(img_size=32, patch_size=4, embed_dim=192, depth=1, num_heads=3, patch_embed_init="xavier")
+
+
 def test_official_checkpoint_loads_strictly_and_gives_the_same_features(tmp_path):
     path, ref_enc, ref_tgt, ref_pred = make_official_checkpoint(tmp_path)
     states = read_official_ijepa(path)

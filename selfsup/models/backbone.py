@@ -87,6 +87,7 @@ def jepa_vit(
     depth_rescale_init: bool = False,
     grad_checkpointing: bool = False,
     in_chans: int = 3,
+    patch_embed_init: str = "official",
 ) -> JEPAViT:
     """A ``JEPAViT`` (see its arguments), loaded from ``checkpoint`` if given.
 
@@ -97,6 +98,7 @@ def jepa_vit(
         img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
         mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate, pos_embed_interp=pos_embed_interp,
         depth_rescale_init=depth_rescale_init, grad_checkpointing=grad_checkpointing, in_chans=in_chans,
+        patch_embed_init=patch_embed_init,
     )
     if checkpoint:
         state = adapt_pos_embed(read_backbone_state(checkpoint, checkpoint_key), model)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from timm.layers import lecun_normal_
 from timm.models._manipulate import checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -22,6 +23,14 @@ from torch import nn
 from selfsup.masks.utils import apply_masks
 from selfsup.models.init import depth_rescale_, official_init_
 from selfsup.models.pos_embed import INTERPOLATIONS, resize_pos_embed, sincos_2d
+
+# official: trunc-normal std 0.02 like every official layer; patch tokens then have an RMS of about
+#   0.02 * sqrt(3 * patch^2) (0.3 at patch 8), under the frozen sin-cos table's 0.71, so a *fresh*
+#   encoder's features are mostly position (pretraining starts there and learns its way out).
+# lecun: truncated normal of std 1/sqrt(fan_in) (timm's lecun_normal_), the original ViT's init of
+#   the patch projection (timm's "jax" scheme): patch tokens of RMS ~1, as large as the table.
+# torch: PyTorch's Conv2d default, U(+-1/sqrt(fan_in)) (RMS ~0.6), which detectron2's ViT keeps.
+PATCH_EMBED_INITS = ("official", "lecun", "torch")
 
 # name -> (embed_dim, depth, num_heads, mlp_ratio), as the official vit_* factories define them.
 VIT_SIZES: dict[str, tuple[int, int, int, float]] = {
@@ -47,7 +56,8 @@ class JEPAViT(VisionTransformer):
     ``num_heads``, ``mlp_ratio``, ``qkv_bias``, ``drop_path_rate``, ``pos_embed_interp``
     (``sincos`` | ``bicubic``: how the embedding is obtained at another grid), ``depth_rescale_init``
     (False = the official effective init; True = the 1/sqrt(2l) rescale the official code undoes),
-    ``grad_checkpointing``.
+    ``patch_embed_init`` (how a fresh patch projection starts, see ``PATCH_EMBED_INITS``; a loaded
+    checkpoint replaces it), ``grad_checkpointing``.
     """
 
     def __init__(
@@ -64,8 +74,11 @@ class JEPAViT(VisionTransformer):
         depth_rescale_init: bool = False,
         grad_checkpointing: bool = False,
         in_chans: int = 3,
+        patch_embed_init: str = "official",
     ) -> None:
         img_hw = _pair(img_size)
+        if patch_embed_init not in PATCH_EMBED_INITS:
+            raise ValueError(f"backbone.patch_embed_init={patch_embed_init!r}; valid: {', '.join(PATCH_EMBED_INITS)}")
         if img_hw[0] % patch_size or img_hw[1] % patch_size:
             raise ValueError(
                 f"backbone.img_size={img_size} is not a multiple of backbone.patch_size={patch_size}; "
@@ -98,6 +111,11 @@ class JEPAViT(VisionTransformer):
         official_init_(self)
         if depth_rescale_init:
             depth_rescale_(self.blocks)
+        if patch_embed_init == "lecun":
+            lecun_normal_(self.patch_embed.proj.weight)
+            nn.init.zeros_(self.patch_embed.proj.bias)
+        elif patch_embed_init == "torch":
+            self.patch_embed.proj.reset_parameters()
         self.pos_embed.requires_grad_(False)
         with torch.no_grad():
             self.pos_embed.copy_(sincos_2d(embed_dim, self.base_grid).unsqueeze(0))
