@@ -80,6 +80,73 @@ def test_schedule_writes_scaled_lrs_and_skips_excluded_weight_decay():
     assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]
 
 
+# ---------------------------------------------------------------------------------------- protocols
+# The paper protocols, as the ImageNet experiments must keep them (shared/spec/probing.md sections 6, 10, 11).
+PAPER = {
+    "probe_ep_in1k": {
+        "optim._target_": "selfsup.training.lars.lars", "optim.trust_coefficient": 0.001, "optim.momentum": 0.9, "optim.weight_decay": 0.0,
+        "schedule.epochs": 90, "schedule.warmup_epochs": 10, "schedule.base_lr": 0.1, "schedule.batch_scaled": True, "schedule.min_lr": 0.0,
+        "data.train_transform.augment": True, "data.train_transform.crop": "mae", "data.train_transform.crop_scale": [0.08, 1.0],
+        "data.train_transform.horizontal_flip": True, "data.train_transform.interpolation": "bicubic", "data.drop_last": True,
+        "model.features.final_norm": False, "model.heads.norm": "batchnorm", "data.batch_size": 512,
+    },
+    "probe_vjepa_in1k": {
+        "optim._target_": "torch.optim.AdamW", "schedule.epochs": 20, "schedule.warmup_epochs": 0, "schedule.base_lr": 1e-3,
+        "schedule.batch_scaled": False, "schedule.weight_decay": 1e-3, "schedule.final_weight_decay": 1e-6, "schedule.offset": 1,
+        "model.clip_grad_norm": 1.0, "model.features.final_norm": True, "model.heads.norm": "none", "probe.output_projection": False,
+        "data.train_transform.augment": True, "data.train_transform.auto_augment": "original", "data.train_transform.re_prob": 0.25,
+        "data.train_transform.re_mode": "pixel", "data.train_transform.crop_scale": [0.08, 1.0], "data.drop_last": False, "data.batch_size": 16,
+    },
+    "probe_linear_grid_in1k": {
+        "optim._target_": "torch.optim.SGD", "optim.momentum": 0.9, "optim.weight_decay": 0.0, "schedule.epochs": 10,
+        "schedule.warmup_epochs": 0, "schedule.base_lr": 1.0, "schedule.batch_scaled": True, "data.train_transform.augment": True,
+        "data.train_transform.crop": "torchvision", "model.heads.n_last_blocks": [1, 4], "model.features.final_norm": True,
+        "model.heads.lrs": [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1], "data.batch_size": 128,
+    },
+}
+# What the CPU experiments change of the paper protocol (and nothing else): the embedded data gives
+# ~1000x fewer steps (values measured in the YAML comments).
+CPU_SCALE = {
+    "probe_ep": {"schedule.base_lr": 10.0, "data.train_transform.augment": False},
+    "probe_vjepa": {"schedule.epochs": 100, "data.train_transform.augment": False},
+    "probe_linear_grid": {"schedule.epochs": 100, "data.train_transform.augment": False},
+}
+PROTOCOL_KEYS = ("optim", "schedule", "probe", "model", "data.train_transform", "data.val_transform", "data.drop_last", "data.shuffle")
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}.{key}" if prefix else key).items()}
+    return {prefix: node}
+
+
+def _protocol(experiment: str, tmp_path) -> dict:
+    """The protocol keys of an experiment, unresolved (``${backbone.num_heads}`` equals itself at any size)."""
+    from omegaconf import OmegaConf
+
+    from tests.test_config import compose
+
+    cfg = compose([f"experiment={experiment}", f"data.root={tmp_path}"], tmp_path)
+    return {k: v for k, v in _flat(OmegaConf.to_container(cfg, resolve=False)).items() if k.startswith(PROTOCOL_KEYS)}
+
+
+@pytest.mark.parametrize("experiment", sorted(PAPER))
+def test_imagenet_experiments_keep_the_paper_protocol(experiment, tmp_path):
+    from omegaconf import OmegaConf
+
+    from tests.test_config import compose
+
+    cfg = _flat(OmegaConf.to_container(compose([f"experiment={experiment}", f"data.root={tmp_path}"], tmp_path), resolve=True))
+    assert {key: cfg[key] for key in PAPER[experiment]} == PAPER[experiment]
+
+
+@pytest.mark.parametrize("experiment", sorted(CPU_SCALE))
+def test_cpu_experiments_differ_from_the_paper_protocol_only_in_their_cpu_scale_values(experiment, tmp_path):
+    cpu, paper = _protocol(experiment, tmp_path), _protocol(f"{experiment}_in1k", tmp_path)
+    assert set(cpu) == set(paper)
+    assert {k: v for k, v in cpu.items() if paper[k] != v} == CPU_SCALE[experiment]
+
+
 # ---------------------------------------------------------------------------------------- features
 def test_frozen_features_blocks_norm_and_pooling():
     torch.manual_seed(0)
@@ -139,6 +206,7 @@ def test_probe_transforms_determinism():
 
     image = Image.new("RGB", (48, 40), (120, 30, 200))
     assert is_deterministic(probe_train_transform(32, augment=False)) and is_deterministic(eval_transform(32))
+    assert is_deterministic(timm_train_transform(32, augment=False))
     assert not is_deterministic(probe_train_transform(32)) and not is_deterministic(timm_train_transform(32))
     assert probe_train_transform(32)(image).shape == (3, 32, 32)
     timm_aug = timm_train_transform(32)
@@ -220,7 +288,7 @@ def test_features_are_cached_once_when_augmentation_is_off(tiny, tmp_path, monke
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
     with pytest.raises(ValueError, match="the training transform is random"):
-        run_in_process(["experiment=probe_ep", *probe_args(tiny, "model.cache_features=true")], tmp_path, "bad")
+        run_in_process(["experiment=probe_ep", *probe_args(tiny, "data.train_transform.augment=true", "model.cache_features=true")], tmp_path, "bad")
 
 
 def test_linear_grid_trains_all_heads_on_one_cached_pass(tiny, tmp_path, monkeypatch):

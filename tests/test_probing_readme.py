@@ -67,6 +67,22 @@ def test_readme_probe_commands(tiny, tmp_path):
 
 
 @pytest.mark.slow
+def test_readme_random_init_commands(tiny, tmp_path):
+    """The random-init column of the README's measured table: ``backbone.checkpoint=null``, no file read."""
+    data, _, _ = tiny
+    small = ["data=imagefolder", f"data.root={data}", *TINY, *QUIET, "trainer.max_epochs=2"]
+    two_blocks = ["model.features.blocks=[-2,-1]", "model.heads.n_last_blocks=[1,2]"]  # the tiny ViT has 2
+    for command, more in (("python tools/train.py experiment=probe_ep backbone.checkpoint=null", []),
+                          ("python tools/train.py experiment=probe_vjepa backbone.checkpoint=null", []),
+                          ("python tools/train.py experiment=probe_linear_grid backbone.checkpoint=null", two_blocks)):
+        proc = run_command(command, tmp_path, [*small, *more])
+        best_and_last(proc)
+        assert "backbone: loaded" not in proc.stdout + proc.stderr
+    knn = summary_of(run_command("python tools/train.py experiment=probe_knn backbone.checkpoint=null", tmp_path, small).stdout)
+    assert "val/knn_k200_acc1=" in knn, knn
+
+
+@pytest.mark.slow
 def test_readme_in1k_command_with_an_official_ijepa_checkpoint(tiny, tmp_path):
     """``probe_ep_in1k`` as printed, shrunk to CPU size: the official ``.pth.tar`` (``module.``, target encoder) loads strictly."""
     data, _, _ = tiny
@@ -94,6 +110,8 @@ def test_readme_probe_heads_benchmark(tiny, tmp_path):
     assert "vs vjepa" in proc.stdout and "top-1 (embedded)" in proc.stdout, proc.stdout
     rows = [line.split()[0] for line in proc.stdout.splitlines()[2:5]]
     assert rows == ["linear", "ep", "vjepa"], proc.stdout
+    run = read_checkpoint(tmp_path / "probe_ep" / "ep" / "checkpoints" / "last.ckpt")
+    assert (run["config"]["schedule"]["epochs"], run["config"]["trainer"]["max_epochs"]) == (1, 1)  # a whole schedule, not 1 epoch of 90
 
 
 def test_probing_experiments_read_an_ijepa_recipe_checkpoint_without_architecture_overrides(tmp_path):

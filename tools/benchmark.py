@@ -55,9 +55,10 @@ PROBE_OVERRIDES = {"ep_official": ["probe=ep", "probe.pool_then_project=false"]}
 
 
 def probe_accuracy(probe: str, checkpoint: str, epochs: int, output_dir: Path, overrides: list[str]) -> float:
-    """Best val top-1 of ``experiment=probe_ep probe=<probe>`` on the embedded data, cached (un-augmented) features."""
+    """Best val top-1 of ``experiment=probe_ep probe=<probe>`` on the embedded data, cached (un-augmented) features,
+    a whole schedule of ``epochs`` (``schedule.epochs``; the trainer's ``max_epochs`` follows it)."""
     cmd = [sys.executable, str(ROOT / "tools" / "train.py"), "experiment=probe_ep", *PROBE_OVERRIDES.get(probe, [f"probe={probe}"]), f"backbone.checkpoint={checkpoint}",
-           "data.train_transform.augment=false", f"trainer.max_epochs={epochs}", "callbacks=probe", "logger=none",
+           "data.train_transform.augment=false", f"schedule.epochs={epochs}", "callbacks=probe", "logger=none",
            "trainer.enable_progress_bar=false", f"run_name={probe}", f"paths.output_dir={output_dir}", *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -70,7 +71,7 @@ def probe_heads(extra: list[str]) -> None:
     p = argparse.ArgumentParser(prog="benchmark.py probe-heads")
     p.add_argument("--probes", default=PROBES)
     p.add_argument("--checkpoint", default=None, help="a pretrained backbone: adds embedded-dataset accuracy")
-    p.add_argument("--epochs", type=int, default=90, help="probe epochs of the accuracy runs")
+    p.add_argument("--epochs", type=int, default=90, help="probe epochs (the whole schedule) of the accuracy runs")
     p.add_argument("--output-dir", default="outputs/benchmark_probe_heads")
     p.add_argument("--override", action="append", default=[], help="a config override of the accuracy runs (repeatable)")
     p.add_argument("--rounds", type=int, default=1, help="rounds of one process per probe, interleaved; ms/step = median over rounds")
@@ -91,7 +92,8 @@ def probe_heads(extra: list[str]) -> None:
                 f"{r['batch'] * 1000 / r['ms_median']:>9.0f}{ref / r['ms_median']:>9.1f}x")
         print(line + (f"{acc[probe]:>18.2f}" if acc else ""))
     if acc:
-        print(f"top-1: best epoch of {a.epochs} (efficient-probing protocol, un-augmented cached features) with {a.checkpoint}")
+        print(f"top-1: best epoch of {a.epochs} (experiment=probe_ep: the efficient-probing protocol at CPU scale, "
+              f"un-augmented cached features) with {a.checkpoint}")
 
 
 def dmt_step(extra: list[str]) -> None:

@@ -8,6 +8,7 @@
 - ``timm_train_transform``: timm's ``create_transform`` (the V-JEPA attentive-probe recipe: AutoAugment
   'original', RandomErasing 0.25 pixel mode, bicubic RRC, flip). timm draws from Python's ``random``,
   so the wrapper seeds it from the per-sample torch RNG: augmentations stay deterministic per sample.
+  ``augment: false`` is the same Resize + CenterCrop as ``probe_train_transform``'s (cached features).
 - ``is_deterministic``: whether a transform is free of random steps (feature caching is then exact).
 """
 
@@ -96,6 +97,7 @@ class SeedPythonRandom:
 
 def timm_train_transform(
     image_size: int,
+    augment: bool = True,
     auto_augment: str | None = "original",
     interpolation: str = "bicubic",
     crop_scale: Sequence[float] = (0.08, 1.0),
@@ -104,12 +106,17 @@ def timm_train_transform(
     re_prob: float = 0.25,
     re_mode: str = "pixel",
     re_count: int = 1,
+    resize_ratio: float = 256 / 224,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-) -> SeedPythonRandom:
+) -> SeedPythonRandom | T.Compose:
     """timm ``create_transform(is_training=True, ...)`` (colour jitter is off when AutoAugment is on).
-    Config keys: ``image_size``, ``auto_augment``, ``interpolation``, ``crop_scale``, ``crop_ratio``,
-    ``horizontal_flip`` (p = 0.5), ``re_prob``, ``re_mode``, ``re_count``, ``mean``, ``std``."""
+    Config keys: ``image_size``, ``augment`` (false: ``Resize(image_size * resize_ratio, interpolation)``
+    + ``CenterCrop``, deterministic, so the features can be cached), ``auto_augment``, ``interpolation``,
+    ``crop_scale``, ``crop_ratio``, ``horizontal_flip`` (p = 0.5), ``re_prob``, ``re_mode``, ``re_count``,
+    ``resize_ratio`` (of the ``augment: false`` transform), ``mean``, ``std``."""
+    if not augment:
+        return eval_transform(image_size, resize_ratio, interpolation, mean, std)
     from timm.data import create_transform
 
     return SeedPythonRandom(
