@@ -87,6 +87,17 @@ def test_every_experiment_instantiates(experiment, tmp_path):
     instantiate(cfg.trainer)
 
 
+@pytest.mark.parametrize("option", options("callbacks"))
+def test_last_checkpoint_is_written_by_an_unmonitored_callback(option, tmp_path):
+    """Lightning writes a monitored callback's last.ckpt only when the metric improved: a run whose
+    last validation was not its best would end (and resume) on an older state. last.ckpt comes from
+    a callback that monitors nothing; the best is a separate callback (this broke segmentation)."""
+    cfg = compose([f"callbacks={option}"], tmp_path)
+    for name, node in (cfg.callbacks or {}).items():
+        if node is not None and node.get("save_last"):
+            assert node.get("monitor") is None, f"callbacks/{option}.yaml: {name} has save_last and monitor={node.monitor}"
+
+
 def _own_targets(node, path=""):
     if isinstance(node, DictConfig):
         target = node.get("_target_")
