@@ -11,6 +11,7 @@ import shlex
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -108,13 +109,21 @@ def resumed_from_the_preemption(log: str, run_dir: Path, saved: int) -> bool:
                for name in ("preempted.ckpt", f"step{saved:07d}.ckpt"))
 
 
+def wait_for_a_step_checkpoint(root: Path, pattern: str, alive: Callable[[], bool], why: Callable[[], object], first: int = 4) -> None:
+    """Until ``root.glob(pattern)`` finds a step checkpoint of step >= ``first``. Only the newest step
+    checkpoint is kept, so ``step0000004.ckpt`` lives for two steps (~0.2 s on a quiet machine):
+    waiting for that one file missed it, and the job had ended when the test looked again."""
+    deadline = time.time() + 600
+    while not any(int(p.stem.removeprefix("step")) >= first for p in root.glob(pattern)):
+        assert time.time() < deadline and alive(), why()
+        time.sleep(0.1)
+
+
 def test_preempted_job_requeues_and_continues_exactly(cluster, plain_job, tmp_path):
     job = submit(cluster, tmp_path, tmp_path / "job.out", wait=False)
     run_dir = tmp_path / "ijepa" / f"slurm-{job}"
-    deadline = time.time() + 600
-    while not (run_dir / "checkpoints" / "step0000004.ckpt").exists():
-        assert time.time() < deadline and cluster.job_state(job)["JobState"] in ("PENDING", "RUNNING"), (tmp_path / "job.out").read_text()
-        time.sleep(0.2)
+    wait_for_a_step_checkpoint(run_dir, "checkpoints/step*.ckpt", lambda: cluster.job_state(job)["JobState"] in ("PENDING", "RUNNING"),
+                               lambda: (tmp_path / "job.out").read_text())
     cluster.run(["scancel", "--signal=USR1", job], check=True)
     cluster.wait_for(job, {"PENDING", "REQUEUED", "REQUEUE_HOLD"}, timeout=300)
     cluster.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip the 2 min requeue hold
@@ -155,10 +164,7 @@ def test_submitit_launcher_job_is_preempted_and_continues_exactly(cluster, plain
 
     launcher = threading.Thread(target=launch)
     launcher.start()
-    deadline = time.time() + 600
-    while not list(tmp_path.glob("ijepa/multirun/*/0/checkpoints/step0000004.ckpt")):
-        assert time.time() < deadline and launcher.is_alive(), result
-        time.sleep(0.2)
+    wait_for_a_step_checkpoint(tmp_path, "ijepa/multirun/*/0/checkpoints/step*.ckpt", launcher.is_alive, lambda: result)
     job = cluster.run(["squeue", "-h", "-o", "%i"]).stdout.split()[0]  # the only job: <array job>_0
     cluster.run(["scancel", "--signal=USR1", job], check=True)
     cluster.wait_for(job, {"PENDING", "REQUEUED", "REQUEUE_HOLD"}, timeout=300)
