@@ -138,3 +138,28 @@ def test_predictor_shapes_multi_block():
     masks_x = [torch.randint(0, 16, (3, 5))]
     masks = [torch.randint(0, 16, (3, 4)) for _ in range(4)]
     assert pred(x, masks_x, masks).shape == (12, 4, 64)
+
+
+@pytest.mark.parametrize("depth,drop_path,fused", [(1, 0.0, True), (3, 0.0, True), (3, 0.3, True), (2, 0.0, False)])
+def test_predictor_target_rows_only_equals_the_whole_last_block(depth, drop_path, fused):
+    """The last block for the target rows only gives the official full-block outputs and gradients
+    (train mode: the same drop-path draws per sample; the explicit-softmax attention path too)."""
+    torch.manual_seed(0)
+    pred = JEPAPredictor(embed_dim=48, predictor_embed_dim=32, depth=depth, num_heads=4, img_size=64, patch_size=16,
+                         drop_path_rate=drop_path).train()
+    for blk in pred.predictor_blocks:
+        blk.attn.fused_attn = fused
+    x = torch.randn(2, 9, 48, requires_grad=True)
+    masks_x = [torch.stack([torch.randperm(16)[:9] for _ in range(2)])]
+    masks = [torch.randint(0, 16, (2, 3)) for _ in range(4)]
+    outputs, grads = [], []
+    for rows_only in (True, False):
+        pred.target_rows_only = rows_only
+        torch.manual_seed(1)
+        out = pred(x, masks_x, masks)
+        (g,) = torch.autograd.grad(out.square().sum(), x)
+        outputs.append(out)
+        grads.append(g)
+    assert outputs[0].shape == (8, 3, 48)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)

@@ -1,9 +1,11 @@
 """One I-JEPA training step: ours against a straightforward re-implementation of the official step.
 
 ``ours``: timm blocks with fused attention (``F.scaled_dot_product_attention``), gathered masks,
-``torch._foreach`` EMA. ``naive``: the official structure written plainly (explicit softmax
-attention, per-image gathers, a Python loop over parameters for the EMA). Same sizes, same masks,
-same optimiser. Run as ``python -m selfsup.bench.pretrain_step --impl ours|naive``; prints JSON.
+``torch._foreach`` EMA, the predictor's last block for the target rows only. ``ours_all_rows``: the
+same with ``target_rows_only=False`` (the whole last block, as the official code). ``naive``: the
+official structure written plainly (explicit softmax attention, per-image gathers, a Python loop
+over parameters for the EMA). Same sizes, same masks,
+same optimiser. Run as ``python -m selfsup.bench.pretrain_step --impl ours|ours_all_rows|naive``; prints JSON.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ def build(impl: str, size: str, img: int, patch: int, pred_depth: int):
     torch.manual_seed(0)
     ours = vit(size, img_size=img, patch_size=patch)
     pred = JEPAPredictor(embed_dim=ours.embed_dim, predictor_embed_dim=384, depth=pred_depth,
-                         num_heads=ours.blocks[0].attn.num_heads, img_size=img, patch_size=patch)
+                         num_heads=ours.blocks[0].attn.num_heads, img_size=img, patch_size=patch,
+                         target_rows_only=impl != "ours_all_rows")
     objective = IJEPA(ours, pred)
-    if impl == "ours":
+    if impl.startswith("ours"):
         return objective
     dim, heads, depth = ours.embed_dim, ours.blocks[0].attn.num_heads, len(ours.blocks)
     naive = torch.nn.Module()
@@ -43,7 +46,7 @@ def build(impl: str, size: str, img: int, patch: int, pred_depth: int):
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--impl", choices=("ours", "naive"), required=True)
+    p.add_argument("--impl", choices=("ours", "ours_all_rows", "naive"), required=True)
     add_step_arguments(p)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -54,7 +57,7 @@ def main() -> None:
 
     def step(i: int) -> None:
         masks_enc, masks_pred = masks[i]
-        if a.impl == "ours":
+        if a.impl.startswith("ours"):
             loss = model(images, masks_enc, masks_pred).loss
         else:
             loss = ref_ijepa_loss(model.encoder, model.target_encoder, model.predictor, images, masks_enc, masks_pred)
@@ -62,7 +65,7 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad()
         with torch.no_grad():
-            if a.impl == "ours":
+            if a.impl.startswith("ours"):
                 ema_update_(model.target_encoder, model.encoder, 0.996)
             else:  # the official loop
                 for q, k in zip(model.encoder.parameters(), model.target_encoder.parameters()):

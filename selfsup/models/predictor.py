@@ -4,6 +4,9 @@
 each target block in its **own sequence**, one shared learnable ``mask_token`` plus the target
 positions -> ``depth`` pre-norm blocks at width 384 -> ``predictor_norm`` -> keep the target rows ->
 ``predictor_proj`` (384 -> D). Parameter names match the official checkpoint's ``predictor`` dict.
+The last block runs for the target rows only (``block_rows``): the context rows of its output are
+thrown away, so their query, projection and MLP are not computed (``target_rows_only: false`` runs
+the whole block, as the official code does; the outputs are equal up to float rounding).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from selfsup.masks.utils import apply_masks, repeat_interleave_batch
+from selfsup.models.block_rows import block_forward_rows
 from selfsup.models.init import depth_rescale_, official_init_
 from selfsup.models.pos_embed import resize_pos_embed, sincos_2d
 
@@ -25,7 +29,8 @@ class JEPAPredictor(nn.Module):
     Config keys (``configs/predictor/*.yaml``): ``embed_dim`` (encoder width), ``predictor_embed_dim``
     (384 in every official config), ``depth``, ``num_heads`` (= encoder heads), ``mlp_ratio``,
     ``qkv_bias``, ``img_size`` and ``patch_size`` (the training crop and the encoder's patch, which
-    fix the grid of the position table), ``drop_path_rate``, ``pos_embed_interp``, ``depth_rescale_init``.
+    fix the grid of the position table), ``drop_path_rate``, ``pos_embed_interp``, ``depth_rescale_init``,
+    ``target_rows_only`` (the last block skips the context rows, whose outputs are discarded).
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class JEPAPredictor(nn.Module):
         drop_path_rate: float = 0.0,
         pos_embed_interp: str = "sincos",
         depth_rescale_init: bool = False,
+        target_rows_only: bool = True,
     ) -> None:
         super().__init__()
         if predictor_embed_dim % num_heads:
@@ -51,6 +57,7 @@ class JEPAPredictor(nn.Module):
         img_hw = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
         self.base_grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
         self.pos_embed_interp = pos_embed_interp
+        self.target_rows_only = target_rows_only
         self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim, bias=True)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, predictor_embed_dim))
         self.predictor_pos_embed = nn.Parameter(
@@ -102,7 +109,11 @@ class JEPAPredictor(nn.Module):
         pos_t = repeat_interleave_batch(apply_masks(pos, masks), batch, repeat=len(masks_x))
         pred_tokens = self.mask_token + pos_t
         x = torch.cat([x.repeat(len(masks), 1, 1), pred_tokens], dim=1)
-        for blk in self.predictor_blocks:
+        if not self.target_rows_only or len(self.predictor_blocks) == 0:
+            for blk in self.predictor_blocks:
+                x = blk(x)
+            return self.predictor_proj(self.predictor_norm(x)[:, n_ctx:])
+        for blk in self.predictor_blocks[:-1]:
             x = blk(x)
-        x = self.predictor_norm(x)
-        return self.predictor_proj(x[:, n_ctx:])
+        x = block_forward_rows(self.predictor_blocks[-1], x, n_ctx)
+        return self.predictor_proj(self.predictor_norm(x))
