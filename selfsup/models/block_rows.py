@@ -5,6 +5,10 @@ When a caller keeps only the rows ``start:`` of a block's output (the I-JEPA pre
 target rows of its last block), the other rows' query, attention output, projection and MLP are
 wasted work: ``block_forward_rows`` computes keys and values for all rows and the rest for the kept
 rows only. The result equals ``block(x)[:, start:]`` up to float rounding.
+
+``RowsBlock`` is a timm ``Block`` (same parameters and names) whose ``forward`` takes ``rows_from``:
+going through ``forward`` keeps module hooks working (FSDP2 gathers a block's shards in its
+pre-forward hook, so a block must not be evaluated by calling its submodules from outside).
 """
 
 from __future__ import annotations
@@ -38,3 +42,21 @@ def block_forward_rows(block: Block, x: torch.Tensor, start: int) -> torch.Tenso
     out = attn.proj_drop(attn.proj(out))
     y = x[:, start:] + block.drop_path1(block.ls1(out))
     return y + block.drop_path2(block.ls2(block.mlp(block.norm2(y))))
+
+
+class RowsBlock(Block):
+    """timm ``Block`` whose ``forward(x, rows_from=s)`` returns ``block(x)[:, s:]`` via
+    ``block_forward_rows`` (``rows_from=None``: the plain block)."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        rows_from: int | None = None,
+    ) -> torch.Tensor:
+        if rows_from is None:
+            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        if attn_mask is not None or is_causal:
+            raise ValueError("RowsBlock: rows_from does not combine with an attention mask")
+        return block_forward_rows(self, x, rows_from)

@@ -4,7 +4,7 @@
 each target block in its **own sequence**, one shared learnable ``mask_token`` plus the target
 positions -> ``depth`` pre-norm blocks at width 384 -> ``predictor_norm`` -> keep the target rows ->
 ``predictor_proj`` (384 -> D). Parameter names match the official checkpoint's ``predictor`` dict.
-The last block runs for the target rows only (``block_rows``): the context rows of its output are
+The last block runs for the target rows only (``block_rows.RowsBlock``): the context rows of its output are
 thrown away, so their query, projection and MLP are not computed (``target_rows_only: false`` runs
 the whole block, as the official code does; the outputs are equal up to float rounding).
 """
@@ -14,11 +14,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from selfsup.masks.utils import apply_masks, repeat_interleave_batch
-from selfsup.models.block_rows import block_forward_rows
+from selfsup.models.block_rows import RowsBlock
 from selfsup.models.init import depth_rescale_, official_init_
 from selfsup.models.pos_embed import resize_pos_embed, sincos_2d
 
@@ -66,7 +65,7 @@ class JEPAPredictor(nn.Module):
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic-depth ramp
         norm = partial(nn.LayerNorm, eps=1e-6)
         self.predictor_blocks = nn.ModuleList(
-            Block(
+            RowsBlock(
                 dim=predictor_embed_dim,
                 num_heads=num_heads,
                 mlp_ratio=mlp_ratio,
@@ -115,5 +114,5 @@ class JEPAPredictor(nn.Module):
             return self.predictor_proj(self.predictor_norm(x)[:, n_ctx:])
         for blk in self.predictor_blocks[:-1]:
             x = blk(x)
-        x = block_forward_rows(self.predictor_blocks[-1], x, n_ctx)
+        x = self.predictor_blocks[-1](x, rows_from=n_ctx)
         return self.predictor_proj(self.predictor_norm(x))
