@@ -4,8 +4,8 @@
 ``torch._foreach`` EMA, the predictor's last block for the target rows only. ``ours_all_rows``: the
 same with ``target_rows_only=False`` (the whole last block, as the official code). ``naive``: the
 official structure written plainly (explicit softmax attention, per-image gathers, a Python loop
-over parameters for the EMA). Same sizes, same masks,
-same optimiser. Run as ``python -m selfsup.bench.pretrain_step --impl ours|ours_all_rows|naive``; prints JSON.
+over parameters for the EMA). Same sizes, same masks, same optimiser. Run as
+``python -m selfsup.bench.pretrain_step --impl ours|ours_all_rows|naive``; prints JSON.
 """
 
 from __future__ import annotations

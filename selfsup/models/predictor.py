@@ -108,11 +108,8 @@ class JEPAPredictor(nn.Module):
         pos_t = repeat_interleave_batch(apply_masks(pos, masks), batch, repeat=len(masks_x))
         pred_tokens = self.mask_token + pos_t
         x = torch.cat([x.repeat(len(masks), 1, 1), pred_tokens], dim=1)
-        if not self.target_rows_only or len(self.predictor_blocks) == 0:
-            for blk in self.predictor_blocks:
-                x = blk(x)
-            return self.predictor_proj(self.predictor_norm(x)[:, n_ctx:])
-        for blk in self.predictor_blocks[:-1]:
+        rows_only = self.target_rows_only and len(self.predictor_blocks) > 0
+        for blk in self.predictor_blocks[:-1] if rows_only else self.predictor_blocks:
             x = blk(x)
-        x = self.predictor_blocks[-1](x, rows_from=n_ctx)
-        return self.predictor_proj(self.predictor_norm(x))
+        x = self.predictor_blocks[-1](x, rows_from=n_ctx) if rows_only else x[:, n_ctx:]
+        return self.predictor_proj(self.predictor_norm(x))  # LayerNorm is per row: slicing first is the same
