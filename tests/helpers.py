@@ -129,14 +129,15 @@ def probe_accuracy(run_dir: Path, checkpoint: Path | None, val_per_class: int = 
     return fit_linear_probe(*train, *val)
 
 
-def ep_probe_accuracy(output_dir: Path, checkpoint: Path | None, name: str) -> float:
+def ep_probe_accuracy(output_dir: Path, checkpoint: Path | None, name: str, overrides: list[str] = ()) -> float:
     """Best-epoch val top-1 (%) of ``experiment=probe_ep`` (EP_32, LARS at the embedded scale's
-    ``base_lr=10``, 90 epochs) on cached, un-augmented features of ``checkpoint`` (None: random init)."""
+    ``base_lr=10``, 90 epochs) on cached, un-augmented features of ``checkpoint`` (None: random init);
+    ``overrides`` are appended (e.g. ``data.embedded.kind=textures``)."""
     import json
 
     run_train(["experiment=probe_ep", f"backbone.checkpoint={checkpoint if checkpoint else 'null'}", "schedule.base_lr=10",
                "data.train_transform.augment=false", "callbacks=probe", "logger=none", f"run_name={name}",
-               "data.num_workers=0", "data.persistent_workers=false"], output_dir, timeout=1800)
+               "data.num_workers=0", "data.persistent_workers=false", *overrides], output_dir, timeout=1800)
     results = json.loads((output_dir / "probe_ep" / name / "probe_results.json").read_text())
     return results["best"]["probe"]["acc1"]
 

@@ -44,3 +44,17 @@ def test_paper_recipe_runs_end_to_end_on_a_tiny_imagenet_layout(tmp_path):
     cfg = ckpt["config"]
     assert ckpt["global_step"] == 2 and cfg["trainer"]["precision"] == "bf16-mixed" and cfg["mask"]["mode"] == "official"
     assert ckpt["state_dict"]["objective.target_head.cls_blocks.0.attn.q.weight"].shape == (768, 768)
+
+
+def test_dmt_jepa_textures_recipe_beats_random_init_by_a_clear_margin(tmp_path):
+    proc = run_train(["experiment=dmt_jepa_textures", "run_name=learn"], tmp_path, timeout=3000)
+    run_dir = tmp_path / "dmt_jepa_textures" / "learn"
+    first, last, trained, random = learning_numbers(run_dir)
+    textures = ["data.embedded.kind=textures"]
+    ep_trained = ep_probe_accuracy(tmp_path, run_dir / "checkpoints" / "last.ckpt", "ep_dmt", textures)
+    ep_random = ep_probe_accuracy(tmp_path, None, "ep_random", textures)
+    print(f"\n{summary_of(proc.stdout)}\nloss {first:.4f} -> {last:.4f}; linear probe: DMT-JEPA {trained:.4f}, "
+          f"random init {random}; EP probe: DMT-JEPA {ep_trained:.1f} %, random init {ep_random:.1f} %")
+    assert last < 0.7 * first
+    assert trained > max(random) + 0.04
+    assert ep_trained > ep_random + 4

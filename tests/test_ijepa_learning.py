@@ -28,3 +28,16 @@ def test_quickstart_pretraining_lowers_the_loss_and_is_compared_with_random_init
     print(f"\n{summary}\nloss {first:.4f} -> {last:.4f}; linear probe: I-JEPA {trained:.4f}, random init {random}")
     assert last < 0.7 * first
     assert trained > statistics.mean(random) - NOT_WORSE_THAN_RANDOM_BY
+
+
+# the textures recipe: measured 2026-11-28 (README Results); asserted with room for run-to-run noise
+CLEAR_MARGIN = 0.04
+
+
+def test_textures_recipe_beats_random_init_by_a_clear_margin(tmp_path):
+    proc = run_command("python tools/train.py experiment=ijepa_textures", tmp_path, extra=["run_name=learn"], timeout=3000)
+    run_dir = tmp_path / "ijepa_textures" / "learn"
+    first, last, trained, random = learning_numbers(run_dir)
+    print(f"\n{summary_of(proc.stdout)}\nloss {first:.4f} -> {last:.4f}; linear probe: I-JEPA {trained:.4f}, random init {random}")
+    assert last < 0.7 * first
+    assert trained > max(random) + CLEAR_MARGIN

@@ -1,8 +1,11 @@
 """The embedded dataset: generated locally and deterministically, written to disk in real formats.
 
-``ensure_imagefolder(root, ...)`` writes ``<root>/{train,val}/<shape>/<n>.png`` on first use (under a
+``ensure_imagefolder(root, ...)`` writes ``<root>/{train,val}/<class>/<n>.png`` on first use (under a
 file lock, into a temporary folder renamed into place, so concurrent runs never see half a dataset)
-and returns the root. The same settings always give byte-identical files.
+and returns the root. The same settings always give byte-identical files. ``kind=objects`` (the
+default): one object per image, its class's shape in its class's material (classes named by shape);
+``kind=textures``: its class's material over the whole image in smoothly varying colours
+(``textures.py``; classes named by material).
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import numpy as np
 from PIL import Image
 
 from selfsup.data.embedded.cache import write_once
+from selfsup.data.embedded.materials import MATERIALS
 from selfsup.data.embedded.render import SHAPES, render_object_image
+from selfsup.data.embedded.textures import render_texture_image
+
+KINDS = {"objects": (SHAPES, render_object_image), "textures": (MATERIALS, render_texture_image)}
 
 FORMAT_VERSION = 2  # 2: class-specific materials in the classification export
 
@@ -26,10 +33,14 @@ def ensure_imagefolder(
     val_per_class: int = 50,
     num_classes: int = len(SHAPES),
     seed: int = 0,
+    kind: str = "objects",
 ) -> Path:
     """Generate (once) the classification export in ImageFolder layout and return its root."""
-    if not 2 <= num_classes <= len(SHAPES):
-        raise ValueError(f"data.embedded.num_classes must be in [2, {len(SHAPES)}], got {num_classes}")
+    if kind not in KINDS:
+        raise ValueError(f"data.embedded.kind must be one of {sorted(KINDS)}, got {kind!r}")
+    names, render = KINDS[kind]
+    if not 2 <= num_classes <= len(names):
+        raise ValueError(f"data.embedded.num_classes must be in [2, {len(names)}], got {num_classes}")
     root = Path(root)
     spec = {
         "format": "imagefolder",
@@ -39,16 +50,17 @@ def ensure_imagefolder(
         "val_per_class": val_per_class,
         "num_classes": num_classes,
         "seed": seed,
+        **({"kind": kind} if kind != "objects" else {}),  # the objects' marker predates kinds: keep it
     }
 
     def write(tmp: Path) -> None:
         for split_id, (split, per_class) in enumerate((("train", train_per_class), ("val", val_per_class))):
             for label in range(num_classes):
-                folder = tmp / split / SHAPES[label]
+                folder = tmp / split / names[label]
                 folder.mkdir(parents=True)
                 rng = np.random.default_rng([seed, split_id, label])
                 for n in range(per_class):
-                    pixels = render_object_image(rng, image_size, label)
+                    pixels = render(rng, image_size, label)
                     Image.fromarray(pixels).save(folder / f"{n:05d}.png", optimize=False)
 
     return write_once(root, spec, write)

@@ -30,7 +30,7 @@ def _colour_pair(rng: np.random.Generator, hue: float | None = None) -> tuple[np
     return first, second
 
 
-def _pattern(rng: np.random.Generator, kind: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def pattern(rng: np.random.Generator, kind: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Mixing weight in [0, 1] between the two colours, ``[size, size]``."""
     size = x.shape[0]
     phase = rng.uniform(0, 100)
@@ -64,7 +64,7 @@ def material(rng: np.random.Generator, kind: int, size: int, hue: float | None =
     first of the given ``hue`` if one is given)."""
     first, second = _colour_pair(rng, hue)
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
-    t = np.clip(np.asarray(_pattern(rng, kind, x, y), dtype=np.float64), 0, 1)[..., None]
+    t = np.clip(np.asarray(pattern(rng, kind, x, y), dtype=np.float64), 0, 1)[..., None]
     return first * (1 - t) + second * t
 
 
