@@ -1,9 +1,10 @@
-"""Slow: the README quick start, run verbatim, trains: the loss falls, and a linear probe on its target
-encoder is compared with the same probe on randomly initialised encoders (README Results).
+"""Slow: the README's CPU pretraining recipes, run verbatim, train: the loss falls, and a linear probe on
+the target encoder is compared with the same probe on three randomly initialised encoders (README Results).
 
-What is asserted about the probe is what holds on this machine: the pretrained encoder is not worse
-than random init. The margin the foundation issue asks for ("a clear margin") is **not** reached by the
-CPU recipe: measured on 2,500 val images, 19.6 % against 17.4-18.1 % for three random inits."""
+- ``experiment=ijepa`` (the quick start; objects): not worse than random init, which is all that holds
+  there (19.6 % against 17.4-18.1 % on 2,500 val images).
+- ``experiment=ijepa_textures`` (the texture variant of the embedded data): a clear margin, the issue's
+  criterion (50.1 % against 42.2-44.0 %)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import statistics
 
 import pytest
 
-from tests.helpers import learning_numbers, run_command, summary_of
+from tests.helpers import CLEAR_MARGIN, learning_numbers, run_command, summary_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -28,10 +29,6 @@ def test_quickstart_pretraining_lowers_the_loss_and_is_compared_with_random_init
     print(f"\n{summary}\nloss {first:.4f} -> {last:.4f}; linear probe: I-JEPA {trained:.4f}, random init {random}")
     assert last < 0.7 * first
     assert trained > statistics.mean(random) - NOT_WORSE_THAN_RANDOM_BY
-
-
-# the textures recipe: measured 2026-11-28 (README Results); asserted with room for run-to-run noise
-CLEAR_MARGIN = 0.04
 
 
 def test_textures_recipe_beats_random_init_by_a_clear_margin(tmp_path):
