@@ -167,11 +167,16 @@ def uncompressed_rle(mask) -> list[int]:
     return [0, *runs] if flat.size and flat[0] == 1 else runs
 
 
+def first_and_last_loss(run_dir: Path) -> tuple[float, float]:
+    """A run's ``train/loss`` averaged over its first and its last three logged steps."""
+    losses = logged_losses(run_dir)
+    return sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+
+
 def learning_numbers(run_dir: Path, random_seeds: int = 3) -> tuple[float, float, float, list[float]]:
     """``(first loss, last loss, probe top-1 trained, [probe top-1 at random init, per seed])`` of a
     pretraining run: losses averaged over the first and last three logged steps, probes as
     ``probe_accuracy`` (random initialisations seeded 0 .. random_seeds - 1)."""
-    losses = logged_losses(run_dir)
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    first, last = first_and_last_loss(run_dir)
     trained = probe_accuracy(run_dir, run_dir / "checkpoints" / "last.ckpt")
     return first, last, trained, [probe_accuracy(run_dir, None, seed=s) for s in range(random_seeds)]
